@@ -1,0 +1,1 @@
+"""Metrics, replay of recorded input through the tracker, and reports."""

@@ -1,0 +1,1 @@
+"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering and normalisation."""

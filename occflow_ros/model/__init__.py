@@ -1,0 +1,1 @@
+"""The networks: point-set encoders, occupancy decoder, velocity field, ODE flow, checkpoints."""

@@ -1,0 +1,1 @@
+"""The streaming engine: frame window, keyframe policy, vertex propagation, persistent ids."""

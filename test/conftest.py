@@ -1,0 +1,89 @@
+"""Shared fixtures: DDS kept on this machine, real rclpy contexts and nodes, paths to real data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("OCCFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+DFAUST_SEQUENCE = SHARED_DATA / "dfaust" / "50002_light_hopping_loose"
+
+# DDS must never leave this machine, also when pytest is started by hand rather than by `make test`:
+# shared-memory transport only, localhost discovery, and a domain of our own. These are read when rclpy
+# creates a context, so setting them here (before any test imports rclpy) is enough.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture
+def ros_context():
+    """A fresh, initialised rclpy context, shut down after the test."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+@pytest.fixture
+def make_node(ros_context):
+    """Factory for nodes in the test's context; every node it made is destroyed after the test."""
+    import rclpy
+
+    nodes = []
+
+    def _make(name: str, **kwargs):
+        node = rclpy.create_node(name, context=ros_context, **kwargs)
+        nodes.append(node)
+        return node
+
+    yield _make
+    for node in nodes:
+        node.destroy_node()
+
+
+@pytest.fixture
+def spin_until(ros_context):
+    """spin_until(nodes, predicate, timeout) spins the nodes until predicate() is true.
+
+    Returns the predicate's last value, so a test asserts on it and fails with a clear message when
+    the condition never became true.
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=ros_context)
+
+    def _spin(nodes, predicate, timeout: float = 10.0):
+        import time
+
+        for node in nodes:
+            executor.add_node(node)
+        deadline = time.monotonic() + timeout
+        try:
+            while not predicate() and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            return predicate()
+        finally:
+            for node in nodes:
+                executor.remove_node(node)
+
+    yield _spin
+    executor.shutdown()
+
+
+@pytest.fixture(scope="session")
+def dfaust_sequence() -> Path:
+    """The real D-FAUST sequence in ../shared/data (never copied into the project)."""
+    if not DFAUST_SEQUENCE.is_dir():
+        pytest.fail(f"real data missing: {DFAUST_SEQUENCE} (set OCCFLOW_SHARED_DATA)")
+    return DFAUST_SEQUENCE
