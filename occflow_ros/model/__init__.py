@@ -1,1 +1,34 @@
 """The networks: point-set encoders, occupancy decoder, velocity field, ODE flow, checkpoints."""
+
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import SOLVERS, ModelConfig, ModelError, SolverConfig
+from .decoders import OccupancyDecoder, VelocityField
+from .device import autocast_dtype, select_device
+from .encoders import EncoderState, SpatialEncoder, SpatioTemporalEncoder
+from .flow import integrate
+from .occflow import OccupancyFlow
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "EncoderState",
+    "ModelConfig",
+    "ModelError",
+    "OccupancyDecoder",
+    "OccupancyFlow",
+    "SOLVERS",
+    "SolverConfig",
+    "SpatialEncoder",
+    "SpatioTemporalEncoder",
+    "VelocityField",
+    "autocast_dtype",
+    "integrate",
+    "load_checkpoint",
+    "save_checkpoint",
+    "select_device",
+]

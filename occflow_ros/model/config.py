@@ -1,0 +1,111 @@
+"""Configuration of the networks and of the ODE solver, validated once at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["ModelError", "ModelConfig", "SolverConfig", "SOLVERS"]
+
+
+class ModelError(ValueError):
+    """A model, solver or checkpoint setting (or input) the model room cannot work with."""
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ModelError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ModelError(f"{name} must be a finite number, got {value!r}")
+    if (value <= lo if lo_open else value < lo) or value > hi:
+        bracket = "(" if lo_open else "["
+        raise ModelError(f"{name} must be in {bracket}{lo}, {hi}], got {value!r}")
+
+
+def _from_mapping(cls, data: Mapping[str, Any], what: str):
+    if not isinstance(data, Mapping):
+        raise ModelError(f"{what} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ModelError(f"{what}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the Occupancy Flow networks and the conventions of their input.
+
+    Space: points are in the model's normalised space, where the object fits the cube [-0.5, 0.5]^3
+    (metres = loc + scale * p; see ``occflow_ros.geometry.Normalization``). Time: t = 0 at the
+    keyframe and t = 1 one ``window_seconds`` later.
+    """
+
+    c_dim: int = 128  # size of the shape code c_s and of the motion code c_t
+    encoder_hidden: int = 128  # width of both point-set encoders
+    encoder_blocks: int = 3  # residual blocks in each encoder (each followed by pooling)
+    decoder_hidden: int = 128  # width of the occupancy decoder
+    decoder_blocks: int = 4  # FiLM-conditioned residual blocks of the occupancy decoder
+    velocity_hidden: int = 128  # width of the velocity field
+    velocity_blocks: int = 2  # FiLM-conditioned residual blocks of the velocity field
+    input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
+    window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]
+
+    def __post_init__(self) -> None:
+        for name in ("c_dim", "encoder_hidden", "decoder_hidden", "velocity_hidden"):
+            _check_int(name, getattr(self, name), 1, 4096)
+        for name in ("encoder_blocks", "decoder_blocks", "velocity_blocks"):
+            _check_int(name, getattr(self, name), 1, 64)
+        _check_int("input_points", self.input_points, 1, 1_000_000)
+        _check_float("window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        return _from_mapping(cls, data, "model config")
+
+
+SOLVERS = ("euler", "midpoint", "rk4", "dopri5")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How dp/dt = v(p, t) is integrated (torchdiffeq).
+
+    ``step_size`` is in normalised time and used by the fixed-step solvers (euler, midpoint, rk4);
+    ``rtol``/``atol`` by the adaptive dopri5. ``adjoint`` uses the adjoint method for gradients
+    (constant memory in the number of steps; training only).
+    """
+
+    method: str = "rk4"
+    step_size: float = 0.1
+    rtol: float = 1e-3
+    atol: float = 1e-5
+    adjoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in SOLVERS:
+            raise ModelError(f"solver method must be one of {list(SOLVERS)}, got {self.method!r}")
+        _check_float("step_size", self.step_size, 0.0, 10.0, lo_open=True)
+        _check_float("rtol", self.rtol, 0.0, 1.0, lo_open=True)
+        _check_float("atol", self.atol, 0.0, 1.0, lo_open=True)
+        if not isinstance(self.adjoint, bool):
+            raise ModelError(f"adjoint must be true or false, got {self.adjoint!r}")
+
+    @property
+    def fixed_step(self) -> bool:
+        return self.method != "dopri5"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SolverConfig:
+        return _from_mapping(cls, data, "solver config")

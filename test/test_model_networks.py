@@ -1,0 +1,156 @@
+"""Encoders, decoder and velocity field: shapes, masks, causality, streaming, conditioning cost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from occflow_ros.model import ModelConfig, ModelError, OccupancyFlow
+
+SMALL = ModelConfig(c_dim=32, encoder_hidden=32, decoder_hidden=32, velocity_hidden=32,
+                    encoder_blocks=2, decoder_blocks=2, velocity_blocks=2, input_points=64)
+
+
+@pytest.fixture
+def model() -> OccupancyFlow:
+    torch.manual_seed(0)
+    m = OccupancyFlow(SMALL)
+    # Untrained residual branches start at zero; give every weight some value so that each part of
+    # the network influences the output and the tests below can see a wrong mask or a leak.
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.2)
+    return m.eval()
+
+
+def window(batch=2, frames=5, points=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.rand(batch, frames, points, 3, generator=g) - 0.5
+    times = torch.sort(torch.rand(batch, frames, generator=g), dim=1).values
+    times[:, 0] = 0.0
+    return pts, times
+
+
+def test_shapes_of_codes_occupancy_and_velocity(model):
+    pts, times = window()
+    c_s = model.encode_shape(pts[:, 0])
+    c_t, state = model.encode_motion(pts, times)
+    assert c_s.shape == (2, 32)
+    assert c_t.shape == (2, 5, 32)
+    assert state.frames == 5 and len(state.pools) == SMALL.encoder_blocks
+    q = torch.rand(2, 100, 3) - 0.5
+    assert model.occupancy_logits(q, c_s).shape == (2, 100)
+    assert model.velocity_at(q, 0.3, c_t[:, -1]).shape == (2, 100, 3)
+    assert model.velocity_at(q, torch.tensor([0.1, 0.7]), c_t[:, -1]).shape == (2, 100, 3)
+
+
+def test_bad_shapes_raise_model_error_naming_the_shape(model):
+    with pytest.raises(ModelError, match=r"\(B, N, 3\)"):
+        model.encode_shape(torch.zeros(2, 10, 4))
+    with pytest.raises(ModelError, match="frame times"):
+        model.encode_motion(torch.zeros(2, 3, 10, 3), torch.zeros(2, 4))
+    with pytest.raises(ModelError, match="code must be"):
+        model.occupancy_logits(torch.zeros(1, 5, 3), torch.zeros(1, 7))
+
+
+def test_masked_points_and_frames_do_not_change_the_code(model):
+    pts, times = window()
+    point_mask = torch.ones(pts.shape[:3], dtype=torch.bool)
+    point_mask[:, :, 30:] = False
+    frame_mask = torch.ones(pts.shape[:2], dtype=torch.bool)
+    frame_mask[:, 2] = False
+    codes_a, _ = model.encode_motion(pts, times, point_mask, frame_mask)
+    garbage = pts.clone()
+    garbage[:, :, 30:] = 1e3 * torch.randn_like(garbage[:, :, 30:])
+    garbage[:, 2] = 1e3
+    codes_b, _ = model.encode_motion(garbage, times, point_mask, frame_mask)
+    assert torch.allclose(codes_a, codes_b)
+    # and the mask matters: without it, the garbage changes the code
+    codes_c, _ = model.encode_motion(garbage, times)
+    assert not torch.allclose(codes_a[:, -1], codes_c[:, -1])
+
+
+def test_frames_with_different_point_counts_equal_their_unpadded_encoding(model):
+    """A padded batch with masks gives the same code as feeding each frame's real points alone."""
+    pts, times = window(batch=1, frames=3, points=50)
+    counts = [50, 17, 33]
+    mask = torch.zeros(1, 3, 50, dtype=torch.bool)
+    for k, n in enumerate(counts):
+        mask[0, k, :n] = True
+    padded, _ = model.encode_motion(pts, times, mask)
+    state = None
+    for k, n in enumerate(counts):
+        code, state = model.encode_motion(pts[:, k:k + 1, :n], times[:, k:k + 1], state=state)
+    assert torch.allclose(padded[:, -1], code[:, 0], atol=1e-6)
+
+
+def test_codes_are_invariant_to_point_order_within_a_frame(model):
+    pts, times = window()
+    perm = torch.randperm(pts.shape[2])
+    a, _ = model.encode_motion(pts, times)
+    b, _ = model.encode_motion(pts[:, :, perm], times)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(model.encode_shape(pts[:, 0]), model.encode_shape(pts[:, 0, perm]),
+                          atol=1e-6)
+
+
+def test_causal_code_equals_code_of_truncated_window(model):
+    pts, times = window(frames=6)
+    full, _ = model.encode_motion(pts, times)
+    for k in range(6):
+        truncated, _ = model.encode_motion(pts[:, :k + 1], times[:, :k + 1])
+        assert torch.allclose(full[:, k], truncated[:, -1], atol=1e-6), f"frame {k}"
+    # and later frames do change the code (it is not constant)
+    assert not torch.allclose(full[:, 0], full[:, -1])
+
+
+def test_streaming_one_frame_at_a_time_equals_the_batch_encoding(model):
+    pts, times = window(frames=6)
+    full, full_state = model.encode_motion(pts, times)
+    state = None
+    for k in range(6):
+        code, state = model.encode_motion(pts[:, k:k + 1], times[:, k:k + 1], state=state)
+        assert torch.allclose(code[:, 0], full[:, k], atol=1e-6)
+    assert state.frames == 6
+    for a, b in zip(state.pools, full_state.pools):
+        assert torch.allclose(a, b)
+
+
+def test_occupancy_is_independent_of_chunking_and_of_other_samples(model):
+    """FiLM conditioning is per sample: chunks and batch neighbours do not change a query's answer."""
+    pts, _ = window()
+    c_s = model.encode_shape(pts[:, 0])
+    q = torch.rand(2, 300, 3) - 0.5
+    whole = model.occupancy_logits(q, c_s)
+    parts = torch.cat([model.occupancy_logits(q[:, i:i + 70], c_s) for i in range(0, 300, 70)], 1)
+    assert torch.allclose(whole, parts, atol=1e-5)
+    alone = model.occupancy_logits(q[1:], c_s[1:])
+    assert torch.allclose(whole[1:], alone, atol=1e-5)
+
+
+def test_velocity_code_projection_is_computed_once_per_flow_call(model):
+    """The code's per-block projections (FiLM) run once per call, not once per ODE evaluation."""
+    from occflow_ros.model import SolverConfig
+
+    pts, times = window()
+    c_t, _ = model.encode_motion(pts, times)
+    calls = []
+    handle = model.velocity.film.register_forward_hook(lambda *_: calls.append(1))
+    stats: dict = {}
+    try:
+        with torch.inference_mode():
+            model.flow(torch.rand(2, 500, 3) - 0.5, 0.0, 1.0, c_t[:, -1],
+                       SolverConfig("rk4", step_size=0.1), chunk_size=100, stats=stats)
+    finally:
+        handle.remove()
+    assert stats["evaluations"] >= 40  # 10 rk4 steps x 4 stages x 5 chunks would be 200
+    assert len(calls) == 1
+
+
+def test_untrained_velocity_field_is_the_identity_flow():
+    model = OccupancyFlow(SMALL).eval()
+    pts = torch.rand(1, 20, 3) - 0.5
+    code = torch.randn(1, SMALL.c_dim)
+    with torch.inference_mode():
+        assert torch.equal(model.velocity_at(pts, 0.5, code), torch.zeros(1, 20, 3))
+        assert torch.equal(model.flow(pts, 0.0, 1.0, code), pts)
