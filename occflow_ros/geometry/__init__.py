@@ -1,1 +1,22 @@
-"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering and normalisation."""
+"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering and normalisation.
+
+Everything here works on numpy arrays and plain callables: no ROS, and no import of the model room
+(a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``). open3d is
+imported only inside the functions that use it.
+"""
+
+from .errors import GeometryError, MeshError, MeshingError, NormalizationError, PreprocessError
+from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
+from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
+from .normalization import Normalization
+
+__all__ = [
+    # normalisation
+    "Normalization",
+    # meshing
+    "MeshResult", "extract_mesh", "extract_mesh_dense", "marching_cubes", "logit",
+    # mesh utilities
+    "clean_mesh", "simplify_mesh", "mesh_area", "mesh_volume", "is_watertight",
+    # errors
+    "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
+]
