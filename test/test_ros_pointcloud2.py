@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import struct
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -159,6 +160,15 @@ def test_unorganized_clouds_view_as_one_dimensional_and_organized_as_height_by_w
     assert organized.shape == (2, 3)
     assert np.array_equal(organized["x"], np.arange(6.0).reshape(2, 3))
     assert read_xyz(hand_message(fields, 12, values, height=1), organized=True).shape == (1, 6, 3)
+
+
+def test_empty_clouds_decode_to_zero_points():
+    for points in (np.zeros((0, 3), np.float32), np.zeros((0, 4, 3), np.float32)):
+        msg = xyz_cloud(None, points)
+        assert len(msg.data) == 0 and msg.is_dense is True
+        assert read_xyz(msg).shape == (0, 3)
+        assert read_xyz(msg, skip_invalid=False).shape == (0, 3)
+        assert cloud_view(msg).size == 0
 
 
 def test_view_is_zero_copy_over_msg_data():
@@ -341,6 +351,18 @@ def test_malformed_messages_raise_pointcloud2error_naming_the_problem(case):
     for decode in (cloud_view, read_xyz):
         with pytest.raises(PointCloud2Error, match=message):
             decode(msg)
+
+
+def test_decoding_takes_any_message_like_object_with_a_byte_buffer():
+    """rosbags hands out PointCloud2 objects whose data is a numpy uint8 array; a list is refused."""
+    msg = good_message()
+    attrs = {k: getattr(msg, k) for k in ("header", "height", "width", "fields", "is_bigendian", "point_step",
+                                          "row_step", "is_dense")}
+    like = SimpleNamespace(data=np.frombuffer(msg.data, np.uint8).copy(), **attrs)
+    assert bitwise_equal(cloud_view(like), cloud_view(msg))
+    assert np.shares_memory(cloud_view(like), like.data)
+    with pytest.raises(PointCloud2Error, match=r"data is not a byte buffer \(list\)"):
+        read_xyz(SimpleNamespace(data=list(msg.data), **attrs))
 
 
 def test_missing_or_vector_xyz_fields_are_named_by_read_xyz():

@@ -126,7 +126,10 @@ def _grid_view(msg: Any) -> Tuple[np.ndarray, np.ndarray]:
         raise PointCloud2Error(
             f"PointCloud2 row_step {row_step} is less than width * point_step = {width} * {point_step} "
             f"= {width * point_step}")
-    buf = np.frombuffer(msg.data, np.uint8)
+    try:
+        buf = np.frombuffer(msg.data, np.uint8)
+    except (TypeError, ValueError) as exc:
+        raise PointCloud2Error(f"PointCloud2 data is not a byte buffer ({type(msg.data).__name__}): {exc}") from exc
     if buf.size != row_step * height:
         raise PointCloud2Error(
             f"PointCloud2 data has {buf.size} bytes but row_step * height = {row_step} * {height} = "
