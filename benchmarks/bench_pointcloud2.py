@@ -1,4 +1,6 @@
-"""PointCloud2 decode/encode and TrackedMesh fill+serialize timings: run `. tools/env.sh && python benchmarks/bench_pointcloud2.py`.
+"""PointCloud2 decode/encode and TrackedMesh fill+serialize timings.
+
+Run from the repository root:  . tools/env.sh && python benchmarks/bench_pointcloud2.py  [--repeats N]
 
 Prints median and 95th percentile (milliseconds) of:
 - read_xyz on a 640x480 organized cloud (x, y, z float32 + packed rgb, 16 B/point, ~15 % invalid)

@@ -441,7 +441,8 @@ def test_xyz_cloud_adds_packed_colour_and_extra_columns():
     (np.zeros(3, [("p", [("a", "<f4")])]), r"'p' has dtype"),
     (np.zeros(3, np.float32), "needs a structured dtype"),
     (np.zeros((2, 2, 2), [("x", "<f4")]), r"must be \(N,\) or \(H, W\)"),
-    ({"x": np.zeros(3, np.float32), "y": np.zeros(4, np.float32)}, r"'y' has shape \(4,\) but the points have shape \(3,\)"),
+    ({"x": np.zeros(3, np.float32), "y": np.zeros(4, np.float32)},
+     r"'y' has shape \(4,\) but the points have shape \(3,\)"),
     ({}, "at least one column"),
 ])
 def test_make_cloud_rejects_what_pointcloud2_cannot_describe(data, message):

@@ -47,7 +47,8 @@ def _datatype_table() -> Mapping[int, np.dtype]:
 POINTFIELD_DTYPES: Mapping[int, np.dtype] = _datatype_table()
 """PointField datatype constant -> numpy scalar dtype (native byte order), read-only."""
 
-_DATATYPE_NAMES = {getattr(PointField, n): n for n in _TYPE_BY_NAME if getattr(PointField, n, None) in POINTFIELD_DTYPES}
+_DATATYPE_NAMES = {getattr(PointField, n): n for n in _TYPE_BY_NAME
+                   if getattr(PointField, n, None) in POINTFIELD_DTYPES}
 _DATATYPE_OF = {(dt.kind, dt.itemsize): code for code, dt in POINTFIELD_DTYPES.items()}
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
@@ -281,7 +282,8 @@ def _point_fields(dtype: np.dtype) -> Tuple[list, bool]:
             orders.add(_NATIVE if base.byteorder == "=" else base.byteorder)
         specs.append((name, offset, base, count))
     if len(orders) > 1:
-        raise PointCloud2Error(f"a PointCloud2 has one byte order, but dtype {dtype} mixes little- and big-endian fields")
+        raise PointCloud2Error(
+            f"a PointCloud2 has one byte order, but dtype {dtype} mixes little- and big-endian fields")
     _check_layout(specs, dtype.itemsize)
     fields = [
         PointField(name=name, offset=offset, datatype=_DATATYPE_OF[(base.kind, base.itemsize)], count=count)

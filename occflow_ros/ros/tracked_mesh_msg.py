@@ -105,5 +105,6 @@ def read_tracked_mesh_msg(msg: Any) -> TrackedMeshArrays:
             f"TrackedMesh has {n_vertices} vertices but {c.size // 3} canonical_vertices and "
             f"{ids.size} vertex_ids")
     if t.size and int(t.max()) >= n_vertices:
-        raise TrackedMeshMsgError(f"TrackedMesh triangle index {int(t.max())} is out of range for {n_vertices} vertices")
+        raise TrackedMeshMsgError(
+            f"TrackedMesh triangle index {int(t.max())} is out of range for {n_vertices} vertices")
     return TrackedMeshArrays(v.reshape(-1, 3), c.reshape(-1, 3), t.reshape(-1, 3), ids)
