@@ -6,6 +6,10 @@ Prints, per shape: MISE wall time and field queries at the final resolution (def
 against the dense (R+1)^3 grid, dense extraction time, marching cubes time alone on the final value
 grid, and quadric simplification time down to a vertex target (default 3000). Times are the median
 of --repeats runs, after one warm-up run. Numbers only, no pass/fail.
+
+Measured on the 2-core x86_64 development machine (median of 5), final resolution 128: MISE 50-63 ms
+with 9.4-12.6% of the 129^3 dense queries (dense extraction 64-223 ms), marching cubes alone 31 ms,
+simplification to 3k vertices 200-340 ms.
 """
 
 from __future__ import annotations

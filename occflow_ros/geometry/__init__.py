@@ -9,6 +9,8 @@ from .errors import GeometryError, MeshError, MeshingError, NormalizationError, 
 from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
 from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
 from .normalization import Normalization
+from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, fit_normalization,
+                         preprocess, valid_mask, voxel_downsample)
 
 __all__ = [
     # normalisation
@@ -17,6 +19,9 @@ __all__ = [
     "MeshResult", "extract_mesh", "extract_mesh_dense", "marching_cubes", "logit",
     # mesh utilities
     "clean_mesh", "simplify_mesh", "mesh_area", "mesh_volume", "is_watertight",
+    # point-cloud preprocessing
+    "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
+    "valid_mask", "voxel_downsample",
     # errors
     "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
 ]
