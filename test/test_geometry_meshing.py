@@ -116,15 +116,24 @@ def test_logit_rejects_probabilities_outside_the_open_interval(p):
         logit(p)
 
 
-@pytest.mark.parametrize("value", [-1.0, 1.0])
-def test_a_field_with_no_surface_gives_an_empty_mesh_after_the_coarse_grid(value):
-    result = extract_mesh(lambda p: np.full(len(p), value, np.float32), resolution0=32,
+def test_a_field_that_is_outside_everywhere_gives_an_empty_mesh_after_the_coarse_grid():
+    result = extract_mesh(lambda p: np.full(len(p), -1.0, np.float32), resolution0=32,
                           upsampling_steps=2)
     assert result.vertices.shape == (0, 3) and result.vertices.dtype == np.float32
     assert result.faces.shape == (0, 3) and result.faces.dtype == np.int64
     assert result.is_empty
     assert result.n_queries == 33 ** 3
     assert mesh_area(result.vertices, result.faces) == 0.0
+
+
+def test_a_field_that_is_inside_everywhere_gives_the_closed_box_after_the_coarse_grid():
+    result = extract_mesh(lambda p: np.full(len(p), 1.0, np.float32), resolution0=8,
+                          upsampling_steps=2)
+    assert result.n_queries == 9 ** 3  # no surface inside the box: nothing to refine
+    assert is_watertight(result.vertices, result.faces)
+    side = 1.1 + 2 * 0.5 * 1.1 / 32  # capped half a cell beyond each face (threshold halfway)
+    # marching cubes bevels the cube's edges and corners by half a cell
+    assert mesh_volume(result.vertices, result.faces) == pytest.approx(side ** 3, rel=3e-3)
 
 
 @pytest.mark.parametrize("field, match", [
@@ -298,3 +307,15 @@ def test_normalization_maps_a_real_dfaust_frame_to_a_human_in_metres(dfaust_sequ
     p5 = f5["points"].astype(np.float64)
     expected = (f5["loc"].astype(np.float64) + f5["scale"] * p5 - f0["loc"].astype(np.float64)) / f0["scale"]
     np.testing.assert_allclose(n0.to_normalized(n5.to_metres(p5)), expected, atol=1e-9)
+
+
+def test_a_surface_leaving_the_box_is_capped_into_a_closed_mesh():
+    """An object sticking out of the meshed cube still gives a watertight mesh (capped at the box)."""
+    field = sphere_field(center=(0.0, 0.0, 0.3), radius=0.4)  # reaches z = 0.7 > 0.55
+    result = extract_mesh(field, resolution0=16, upsampling_steps=2)
+    assert is_watertight(result.vertices, result.faces)
+    assert mesh_volume(result.vertices, result.faces) > 0
+    top = result.vertices[:, 2].max()
+    assert 0.55 <= top <= 0.55 + 1.1 / 64 + 1e-6  # the cap lies within one cell beyond the box
+    dense = extract_mesh_dense(field, resolution=64)
+    assert np.array_equal(dense.faces, result.faces)

@@ -158,6 +158,10 @@ def marching_cubes(values: np.ndarray, threshold: float = 0.0,
     PyMCubes). PyMCubes orients faces counter-clockwise seen from the side of *lower* values, so
     with the inside holding the higher values its faces already point outward; nothing is flipped.
 
+    The mesh is always closed: where the inside reaches the faces of the box, the grid is padded
+    with one layer of outside values, so the surface is capped one cell beyond the box instead of
+    being left open (a watertight mesh whatever the field does at the border).
+
     Returns:
         vertices (V, 3) float32 normalised, faces (F, 3) int64.
     """
@@ -167,12 +171,22 @@ def marching_cubes(values: np.ndarray, threshold: float = 0.0,
     if values.ndim != 3 or len(set(values.shape)) != 1 or values.shape[0] < 2:
         raise MeshingError(f"values must be a cubic (R+1)^3 grid with R >= 1, got {values.shape}")
     resolution = values.shape[0] - 1
+    offset = 0
+    if _inside_on_border(values, threshold):
+        values = np.pad(values, 1, mode="constant", constant_values=float(threshold) - 1.0)
+        offset = 1
     verts, tris = mcubes.marching_cubes(values, float(threshold))
-    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3) - offset
     faces = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
     # grid index -> normalised coordinates, the same formula as the field's query points
     vertices = (verts * (box_size / resolution) - box_size / 2.0).astype(np.float32)
     return vertices, faces
+
+
+def _inside_on_border(values: np.ndarray, threshold: float) -> bool:
+    """Whether any point on the grid's outer faces is inside (value > threshold)."""
+    return any(bool((face > threshold).any()) for face in (
+        values[0], values[-1], values[:, 0], values[:, -1], values[:, :, 0], values[:, :, -1]))
 
 
 # ---- internals -----------------------------------------------------------------------------------
