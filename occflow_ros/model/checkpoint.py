@@ -28,9 +28,9 @@ FORMAT_VERSION = 1
 
 # How the inputs the model was trained on were normalised; the tracker reproduces this at run time.
 DEFAULT_NORMALIZATION_CONVENTION: dict[str, Any] = {
-    "space": "metres = loc + scale * p; at each keyframe loc is the bounding-box centre of the "
-             "keyframe's input points and scale makes their bounding box's longest side span "
-             "1 / (1 + margin) of the unit cube",
+    "space": "metres = loc + scale * p, in the input's (sensor) frame; at each keyframe loc is the "
+             "bounding-box centre of the keyframe's preprocessed input points and "
+             "scale = longest bounding-box side / (1 - margin) (occflow_ros.geometry.fit_normalization)",
     "margin": 0.15,
     "box_size": 1.1,
     "time": "t = (stamp - keyframe_stamp) / window_seconds",

@@ -1,5 +1,17 @@
 """The streaming engine: frame window, keyframe policy, vertex propagation, persistent ids."""
 
+from .config import MeshingConfig, TrackerConfig, TrackingError
+from .ids import IdAssignment, closest_surface_points, inherit_ids
+from .tracker import Tracker
 from .types import TrackedMesh
 
-__all__ = ["TrackedMesh"]
+__all__ = [
+    "IdAssignment",
+    "MeshingConfig",
+    "TrackedMesh",
+    "Tracker",
+    "TrackerConfig",
+    "TrackingError",
+    "closest_surface_points",
+    "inherit_ids",
+]

@@ -1,0 +1,136 @@
+"""Configuration of the streaming tracker: keyframe policy, meshing, propagation, ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..geometry import PreprocessConfig
+from ..model import SolverConfig
+
+__all__ = ["TrackingError", "TrackerConfig", "MeshingConfig"]
+
+
+class TrackingError(ValueError):
+    """A tracker setting or input the tracker refuses; the message names the key or the problem."""
+
+
+def _num(owner: str, name: str, value: Any, lo: float, hi: float, *, integer: bool = False,
+         lo_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bracket = "(" if lo_open else "["
+        raise TrackingError(f"{owner}.{name} must be {kind} in {bracket}{lo}, {hi}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class MeshingConfig:
+    """Keyframe meshing: MISE + marching cubes in the model's normalised space, then simplification.
+
+    threshold: occupancy probability of the surface (0.5: where the network is undecided).
+    resolution0 / upsampling_steps: coarse grid and refinements (final 32 * 2**2 = 128 cells/axis).
+    box_size: edge of the meshed cube in normalised units (1 + padding).
+    target_vertices: decimate to about this many vertices (0: keep the marching-cubes mesh).
+    largest_component: keep only the largest connected piece (drops floating debris).
+    """
+
+    threshold: float = 0.5
+    resolution0: int = 32
+    upsampling_steps: int = 2
+    box_size: float = 1.1
+    target_vertices: int = 3000
+    largest_component: bool = True
+
+    def __post_init__(self) -> None:
+        _num("meshing", "threshold", self.threshold, 0.0, 1.0, lo_open=True)
+        if self.threshold >= 1.0:
+            raise TrackingError(f"meshing.threshold must be < 1, got {self.threshold}")
+        _num("meshing", "resolution0", self.resolution0, 4, 512, integer=True)
+        _num("meshing", "upsampling_steps", self.upsampling_steps, 0, 5, integer=True)
+        _num("meshing", "box_size", self.box_size, 0.5, 4.0)
+        _num("meshing", "target_vertices", self.target_vertices, 0, 1_000_000, integer=True)
+        if 0 < self.target_vertices < 4:
+            raise TrackingError("meshing.target_vertices must be 0 (no decimation) or >= 4")
+        if not isinstance(self.largest_component, bool):
+            raise TrackingError("meshing.largest_component must be true or false")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """The streaming tracker's settings. Times in seconds, lengths in metres.
+
+    window_seconds: a keyframe at most this long ago (None: the model's trained window).
+    max_frames: frames per keyframe segment, keyframe included, before a new keyframe.
+    residual_threshold: mean distance (m) from the observed points to the tracked surface above which
+      the tracked mesh no longer explains the data and a keyframe is forced; 0 disables the check.
+    residual_clip: distances are clipped here (m) before averaging (robust to stray points).
+    max_gap_seconds: a gap between frames longer than this forces a keyframe.
+    min_points: frames with fewer preprocessed points are treated as empty (mesh held).
+    id_match_distance: a new keyframe vertex inherits the id of a tracked vertex within this
+      distance (m), one-to-one, nearest pairs first; others get fresh ids.
+    input_correspondences: carry the observed points back to the keyframe time every frame
+      (per-input-point correspondences); costs one backward solve per frame.
+    solver: integrates the vertices from one frame to the next.
+    correspondence_solver: the backward solve of the observed points (coarser is fine).
+    chunk_size: points per ODE solve. seed: subsampling of input points (reproducible runs).
+    """
+
+    window_seconds: float | None = None
+    max_frames: int = 30
+    residual_threshold: float = 0.05
+    residual_clip: float = 0.2
+    max_gap_seconds: float = 0.5
+    min_points: int = 50
+    id_match_distance: float = 0.03
+    input_correspondences: bool = True
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.1))
+    correspondence_solver: SolverConfig = field(
+        default_factory=lambda: SolverConfig("midpoint", step_size=0.25))
+    chunk_size: int = 10_000
+    seed: int = 0
+    meshing: MeshingConfig = field(default_factory=MeshingConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.window_seconds is not None:
+            _num("tracker", "window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
+        _num("tracker", "max_frames", self.max_frames, 2, 100_000, integer=True)
+        _num("tracker", "residual_threshold", self.residual_threshold, 0.0, 100.0)
+        _num("tracker", "residual_clip", self.residual_clip, 0.0, 100.0, lo_open=True)
+        _num("tracker", "max_gap_seconds", self.max_gap_seconds, 0.0, 3600.0, lo_open=True)
+        _num("tracker", "min_points", self.min_points, 1, 10_000_000, integer=True)
+        _num("tracker", "id_match_distance", self.id_match_distance, 0.0, 10.0, lo_open=True)
+        _num("tracker", "chunk_size", self.chunk_size, 1, 10_000_000, integer=True)
+        _num("tracker", "seed", self.seed, 0, 2**63 - 1, integer=True)
+        if not isinstance(self.input_correspondences, bool):
+            raise TrackingError("tracker.input_correspondences must be true or false")
+        for name in ("solver", "correspondence_solver"):
+            if not isinstance(getattr(self, name), SolverConfig):
+                raise TrackingError(f"tracker.{name} must be a SolverConfig")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrackerConfig:
+        """From plain data (YAML / ROS parameters); nested dicts for meshing, preprocess, solvers."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrackingError(f"unknown tracker key(s) {unknown}; known: {sorted(known)}")
+        try:
+            if isinstance(data.get("meshing"), Mapping):
+                data["meshing"] = MeshingConfig(**data["meshing"])
+            if isinstance(data.get("preprocess"), Mapping):
+                data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"])
+            for name in ("solver", "correspondence_solver"):
+                if isinstance(data.get(name), Mapping):
+                    data[name] = SolverConfig.from_dict(data[name])
+        except TypeError as e:
+            raise TrackingError(f"tracker config: {e}") from None
+        return cls(**data)

@@ -1,0 +1,277 @@
+"""The streaming tracker: mesh at keyframes, carry the vertices through the velocity field in between."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..geometry import (
+    Normalization,
+    clean_mesh,
+    extract_mesh,
+    fit_normalization,
+    logit,
+    preprocess,
+    simplify_mesh,
+)
+from ..model import Checkpoint, EncoderState, OccupancyFlow, autocast_dtype, select_device
+from .config import TrackerConfig, TrackingError
+from .ids import closest_surface_points, inherit_ids
+from .types import TrackedMesh
+
+__all__ = ["Tracker"]
+
+
+@dataclass
+class _Segment:
+    """State of one keyframe segment (everything in the keyframe's normalised space)."""
+
+    keyframe_id: int
+    key_stamp: float
+    norm: Normalization
+    encoder: EncoderState
+    code: torch.Tensor  # (1, C) motion code of the frames so far
+    vertices: torch.Tensor  # (1, V, 3) float32 on the device
+    faces: np.ndarray  # (F, 3) uint32
+    ids: np.ndarray  # (V,) uint32
+    canonical: np.ndarray  # (V, 3) float32 metres
+    t_prev: float  # normalised time of the last frame
+    frames: int
+
+
+class Tracker:
+    """``feed(points, stamp) -> TrackedMesh | None`` for a stream of depth frames of one object.
+
+    points: (N, 3) metres in the sensor frame, raw (NaN / zero points and background allowed; the
+    configured preprocessing runs here). stamp: seconds on the sensor clock.
+    - A keyframe (first frame, window elapsed, too many frames, a long gap, or a tracking residual
+      over the threshold) encodes the frame, extracts a mesh with MISE + marching cubes, simplifies it
+      and gives its vertices ids inherited from the tracked mesh it replaces.
+    - Every other frame updates the causal motion code with this frame only (constant cost) and
+      carries the vertices from the previous frame's time to this one through the velocity field.
+    - A stamp earlier than the previous one (bag loop, sim-time reset) resets the tracker; a repeated
+      stamp or an empty frame returns the last mesh again with ``info["held"]`` saying why.
+    Returns None until a first mesh exists. The tracker owns all its state; ``reset()`` clears it
+    (vertex ids keep counting up, so an id is never reused in a run).
+    """
+
+    def __init__(self, model: OccupancyFlow | Checkpoint, config: TrackerConfig | None = None, *,
+                 device: str | torch.device = "auto", precision: str = "auto",
+                 margin: float | None = None) -> None:
+        normalization = {}
+        if isinstance(model, Checkpoint):
+            normalization = model.normalization
+            model = model.model
+        if not isinstance(model, OccupancyFlow):
+            raise TrackingError(f"model must be an OccupancyFlow or a Checkpoint, got "
+                                f"{type(model).__name__}")
+        self.config = config or TrackerConfig()
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.model = model.to(self.device).eval()
+        self.autocast = autocast_dtype(self.device, precision)
+        self.margin = float(margin if margin is not None else normalization.get("margin", 0.15))
+        self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
+        self.input_points = model.config.input_points
+        self._rng = np.random.default_rng(self.config.seed)
+        self._threshold = logit(self.config.meshing.threshold)
+        self._next_id = 0
+        self._keyframes = 0
+        self._segment: _Segment | None = None
+        self._last: TrackedMesh | None = None
+        self._last_stamp: float | None = None
+        self.resets = 0
+
+    # -- public ------------------------------------------------------------------------------------
+    @property
+    def last(self) -> TrackedMesh | None:
+        """The most recent result (None before the first mesh or after a reset)."""
+        return self._last
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The current keyframe's map between metres and the model's normalised space."""
+        return None if self._segment is None else self._segment.norm
+
+    def reset(self) -> None:
+        """Forget the current mesh and segment; the next frame is a keyframe."""
+        self._segment = None
+        self._last = None
+        self._last_stamp = None
+        self._keyframes = 0
+        self.resets += 1
+
+    @torch.inference_mode()
+    def feed(self, points: np.ndarray, stamp: float) -> TrackedMesh | None:
+        started = time.perf_counter()
+        stamp = float(stamp)
+        if not math.isfinite(stamp):
+            raise TrackingError(f"stamp must be a finite number of seconds, got {stamp}")
+        info: dict = {}
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            info["reset"] = (f"stamp went backwards by {self._last_stamp - stamp:.3f} s "
+                             "(bag loop or clock reset): tracker reset")
+            self.reset()
+        pre = preprocess(points, dataclasses.replace(self.config.preprocess, n_points=None),
+                         self._rng)
+        info["preprocess_ms"] = 1e3 * pre.total_seconds
+        info["points"] = pre.counts.as_dict()
+        observed = pre.points
+        repeated = self._last_stamp is not None and stamp == self._last_stamp
+        self._last_stamp = stamp
+        if repeated:
+            return self._hold(stamp, "repeated stamp: frame ignored", info, started)
+        if len(observed) < self.config.min_points:
+            return self._hold(stamp, f"empty frame: {len(observed)} points after preprocessing "
+                                     f"(< min_points {self.config.min_points})", info, started)
+
+        reason = self._keyframe_reason(stamp)
+        if reason is None:
+            mesh = self._track(observed, stamp, info)
+            residual = info.get("residual_m", 0.0)
+            threshold = self.config.residual_threshold
+            if threshold > 0 and residual > threshold:
+                reason = f"tracking residual {residual:.3f} m > {threshold:.3f} m"
+                self._last = mesh  # the new keyframe inherits ids from the tracked mesh at this time
+        if reason is not None:
+            mesh = self._keyframe(observed, stamp, reason, info)
+        if mesh is not None:
+            mesh.info["total_ms"] = 1e3 * (time.perf_counter() - started)
+            self._last = mesh
+        return mesh
+
+    # -- steps -------------------------------------------------------------------------------------
+    def _keyframe_reason(self, stamp: float) -> str | None:
+        seg = self._segment
+        if seg is None:
+            return "first frame" if self._last is None else "no tracked mesh"
+        age = stamp - seg.key_stamp
+        if age >= self.window_seconds:
+            return f"window of {self.window_seconds:g} s elapsed"
+        if seg.frames >= self.config.max_frames:
+            return f"{self.config.max_frames} frames since the keyframe"
+        gap = stamp - (seg.key_stamp + seg.t_prev * self.window_seconds)
+        if gap > self.config.max_gap_seconds:
+            return f"gap of {gap:.3f} s between frames"
+        return None
+
+    def _model_input(self, observed: np.ndarray, norm: Normalization) -> torch.Tensor:
+        n = self.input_points
+        idx = self._rng.choice(len(observed), size=n, replace=len(observed) < n)
+        x = norm.to_normalized(observed[idx])
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)[None]
+
+    def _autocast(self):
+        if self.autocast is None:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+    def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict
+                  ) -> TrackedMesh | None:
+        t0 = time.perf_counter()
+        cfg = self.config.meshing
+        norm = fit_normalization(observed, padding=self.margin)
+        x = self._model_input(observed, norm)
+        model = self.model
+        with self._autocast():
+            c_s = model.encode_shape(x)
+            codes, encoder = model.encode_motion(x[:, None], torch.zeros(1, 1, device=self.device))
+            cond = model.decoder.condition(c_s)
+
+        def field(p: np.ndarray) -> np.ndarray:
+            q = torch.from_numpy(p).to(self.device)[None]
+            with self._autocast():
+                values = model.decoder(q, cond=cond)
+            return values[0].float().cpu().numpy()
+
+        result = extract_mesh(field, threshold=self._threshold, resolution0=cfg.resolution0,
+                              upsampling_steps=cfg.upsampling_steps, box_size=cfg.box_size,
+                              max_batch=self.config.chunk_size)
+        info["keyframe_queries"] = int(result.n_queries)
+        v, f = result.vertices, result.faces
+        if len(f):
+            v, f = clean_mesh(v, f, largest_component_only=cfg.largest_component)
+            if cfg.target_vertices and len(v) > cfg.target_vertices:
+                v, f = simplify_mesh(v, f, target_vertices=cfg.target_vertices)
+        info["keyframe_ms"] = 1e3 * (time.perf_counter() - t0)
+        if len(f) == 0:
+            # Nothing inside: keep what we had rather than publish an empty mesh.
+            self._segment = None
+            return self._hold(stamp, "keyframe gave an empty mesh (no occupied space)", info,
+                              None)
+        vertices_m = norm.to_metres(v.astype(np.float32))
+        old = self._last
+        if old is not None and old.num_faces:
+            assignment = inherit_ids(vertices_m, old.vertices, old.faces, old.vertex_ids,
+                                     old.canonical_vertices, self._next_id,
+                                     self.config.id_match_distance)
+        else:
+            assignment = inherit_ids(vertices_m, np.zeros((0, 3)), np.zeros((0, 3), np.int64),
+                                     np.zeros(0, np.uint32), np.zeros((0, 3), np.float32),
+                                     self._next_id, self.config.id_match_distance)
+        self._next_id = assignment.next_id
+        keyframe_id = self._keyframes
+        self._keyframes += 1
+        self._segment = _Segment(
+            keyframe_id=keyframe_id, key_stamp=stamp, norm=norm, encoder=encoder,
+            code=codes[:, -1].float(),
+            vertices=torch.from_numpy(v.astype(np.float32)).to(self.device)[None],
+            faces=f.astype(np.uint32), ids=assignment.ids, canonical=assignment.canonical,
+            t_prev=0.0, frames=1)
+        info.update(keyframe=True, keyframe_reason=reason, ids_inherited=assignment.inherited,
+                    ids_fresh=len(v) - assignment.inherited)
+        return TrackedMesh(
+            stamp=stamp, keyframe_stamp=stamp, keyframe_id=keyframe_id, vertices=vertices_m,
+            faces=self._segment.faces, vertex_ids=assignment.ids,
+            canonical_vertices=assignment.canonical, topology_changed=True,
+            input_points=observed, input_keyframe_points=observed.copy()
+            if self.config.input_correspondences else None, info=info)
+
+    def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
+        seg = self._segment
+        assert seg is not None
+        t_now = (stamp - seg.key_stamp) / self.window_seconds
+        x = self._model_input(observed, seg.norm)
+        model = self.model
+        t0 = time.perf_counter()
+        with self._autocast():
+            codes, seg.encoder = model.encode_motion(
+                x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
+        seg.code = codes[:, -1].float()
+        t1 = time.perf_counter()
+        seg.vertices = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
+                                  chunk_size=self.config.chunk_size, autocast_dtype=self.autocast)
+        t2 = time.perf_counter()
+        seg.t_prev = t_now
+        seg.frames += 1
+        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
+        info.update(keyframe=False, encode_ms=1e3 * (t1 - t0), flow_ms=1e3 * (t2 - t1))
+        dist, _, _ = closest_surface_points(vertices_m, seg.faces, observed)
+        info["residual_m"] = float(np.minimum(dist, self.config.residual_clip).mean())
+        keyframe_points = None
+        if self.config.input_correspondences:
+            back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
+                              chunk_size=self.config.chunk_size, autocast_dtype=self.autocast)
+            keyframe_points = seg.norm.to_metres(back[0].float().cpu().numpy())
+            observed = seg.norm.to_metres(x[0].float().cpu().numpy())
+            info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
+        return TrackedMesh(
+            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
+            vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
+            canonical_vertices=seg.canonical, topology_changed=False, input_points=observed,
+            input_keyframe_points=keyframe_points, info=info)
+
+    def _hold(self, stamp: float, why: str, info: dict, started: float | None
+              ) -> TrackedMesh | None:
+        info["held"] = why
+        if self._last is None:
+            return None
+        held = dataclasses.replace(self._last, stamp=stamp, topology_changed=False, info=info,
+                                   input_points=None, input_keyframe_points=None)
+        if started is not None:
+            held.info["total_ms"] = 1e3 * (time.perf_counter() - started)
+        return held

@@ -1,0 +1,42 @@
+"""Occupancy Flow networks with known answers, built by setting weights (for tests of the machinery).
+
+``ball_and_drift_model``: the occupancy decoder is (close to) a ball of radius ``radius`` around
+``center`` (normalised) — a polytope of many half-spaces, with the ReLU units as the faces — and the
+velocity field is a constant ``velocity`` (normalised units per unit normalised time). Encoders are
+left untrained: their codes are ignored because the FiLM projections are zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from occflow_ros.model import ModelConfig, OccupancyFlow
+
+CONFIG = ModelConfig(c_dim=16, encoder_hidden=16, encoder_blocks=1, decoder_hidden=128,
+                     decoder_blocks=1, velocity_hidden=16, velocity_blocks=1, input_points=256)
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * i / n)
+    theta = np.pi * (1 + 5 ** 0.5) * i
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
+
+
+def ball_and_drift_model(radius: float = 0.42, velocity=(0.0, 0.0, 0.0), center=(0.0, 0.0, 0.0),
+                         sharpness: float = 50.0) -> OccupancyFlow:
+    model = OccupancyFlow(CONFIG).eval()
+    dec, vel = model.decoder, model.velocity
+    with torch.no_grad():
+        for p in list(dec.parameters()) + list(vel.parameters()):
+            p.zero_()
+        # hidden unit i = relu(n_i . p - radius): 0 inside the ball's polytope, > 0 outside face i
+        dirs = torch.from_numpy(fibonacci_directions(CONFIG.decoder_hidden)).float()
+        dec.fc_in.weight.copy_(dirs)
+        dec.fc_in.bias.copy_(-radius - dirs @ torch.tensor(center, dtype=torch.float32))
+        # logit = 1 - sharpness * sum_i unit_i: inside where every unit is (nearly) zero
+        dec.fc_out.weight.fill_(-sharpness)
+        dec.fc_out.bias.fill_(1.0)
+        vel.fc_out.bias.copy_(torch.tensor(velocity, dtype=torch.float32))
+    return model

@@ -1,0 +1,223 @@
+"""The tracker's machinery on a network with known answers: keyframes, propagation, ids, resets, holds.
+
+The model (test/analytic_models.py) is a ball-shaped occupancy and a constant velocity field, and the
+input is the camera-facing half of a sphere sliding along x. The ball is placed where the sphere
+really is in the keyframe's normalised space, so the mesh, the flow and the residual all have
+closed-form expectations. Accuracy of the trained model is tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from analytic_models import ball_and_drift_model
+from occflow_ros.geometry import is_watertight
+from occflow_ros.tracking import MeshingConfig, Tracker, TrackerConfig, TrackingError
+
+RADIUS = 0.3  # metres
+SPEED = 0.5  # m/s along x
+DEPTH = 2.0  # sphere centre's distance from the camera (z, optical frame)
+PADDING = 0.15
+# The visible half (z <= centre) has a bounding box 2R x 2R x R: its longest side is 2R, and its
+# centre is R/2 in front of the sphere's centre.
+SCALE = 2 * RADIUS / (1 - PADDING)
+CENTER_NORM = (0.0, 0.0, (RADIUS / 2) / SCALE)
+FAST_MESH = MeshingConfig(resolution0=16, upsampling_steps=2, target_vertices=600)
+
+
+def sphere_frame(t: float, rng: np.random.Generator, n: int = 3000, speed: float = SPEED,
+                 offset=(0.0, 0.0, 0.0)) -> np.ndarray:
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    d = d[d[:, 2] < 0]  # the half facing the camera at the origin
+    centre = np.array([speed * t, 0.0, DEPTH]) + np.asarray(offset)
+    return (centre + RADIUS * d).astype(np.float32)
+
+
+def tracked_speed(tracker: Tracker) -> float:
+    """The field's constant speed in m/s under the current keyframe's normalisation (whose scale
+    is fitted to that frame's random points, so it differs slightly from SCALE)."""
+    return SPEED * tracker.normalization.scale / SCALE
+
+
+def make_tracker(window=1.0, speed=SPEED, **overrides) -> Tracker:
+    # constant velocity in normalised units per unit normalised time that equals `speed` in m/s
+    v_norm = speed * window / SCALE
+    model = ball_and_drift_model(radius=RADIUS / SCALE, velocity=(v_norm, 0.0, 0.0),
+                                 center=CENTER_NORM)
+    settings = dict(window_seconds=window, meshing=FAST_MESH, residual_threshold=0.0,
+                    input_correspondences=False)
+    settings.update(overrides)
+    return Tracker(model, TrackerConfig(**settings), device="cpu", margin=PADDING)
+
+
+def test_first_frame_is_a_keyframe_with_a_closed_mesh_and_fresh_unique_ids():
+    rng = np.random.default_rng(0)
+    tracker = make_tracker()
+    mesh = tracker.feed(sphere_frame(0.0, rng), 0.0)
+    assert mesh is not None and mesh.topology_changed and mesh.info["keyframe"]
+    assert mesh.keyframe_id == 0 and mesh.keyframe_stamp == 0.0
+    assert mesh.faces.dtype == np.uint32 and mesh.vertex_ids.dtype == np.uint32
+    assert is_watertight(mesh.vertices, mesh.faces)
+    assert np.array_equal(np.sort(mesh.vertex_ids), np.arange(mesh.num_vertices))
+    assert np.array_equal(mesh.canonical_vertices, mesh.vertices)
+    # the mesh is the sphere: vertices within a couple of grid cells of radius 0.3 around the centre
+    r = np.linalg.norm(mesh.vertices - [0.0, 0.0, DEPTH], axis=1)
+    assert abs(np.median(r) - RADIUS) < 0.02
+
+
+def test_vertices_follow_the_velocity_field_between_keyframes_with_irregular_and_dropped_frames():
+    rng = np.random.default_rng(1)
+    tracker = make_tracker()
+    stamps = np.cumsum(np.r_[0.0, rng.choice([1 / 30, 2 / 30, 3 / 30], size=10)])  # drops
+    stamps += rng.uniform(-0.004, 0.004, size=stamps.shape)  # jitter
+    stamps[0] = 0.0
+    first = tracker.feed(sphere_frame(stamps[0], rng), stamps[0])
+    previous = first
+    for stamp in stamps[1:]:
+        mesh = tracker.feed(sphere_frame(stamp, rng), stamp)
+        assert not mesh.topology_changed and mesh.keyframe_id == 0
+        assert np.array_equal(mesh.faces, first.faces) and np.array_equal(mesh.vertex_ids,
+                                                                            first.vertex_ids)
+        step = mesh.vertices - previous.vertices
+        expected = tracked_speed(tracker) * (mesh.stamp - previous.stamp)
+        assert np.allclose(step[:, 0], expected, atol=1e-4)
+        assert np.allclose(step[:, 1:], 0.0, atol=1e-5)
+        previous = mesh
+    # the tracked sphere is where the real one is
+    centre = previous.vertices.mean(axis=0)
+    assert abs(centre[0] - SPEED * stamps[-1]) < 0.01
+
+
+def test_ids_and_canonical_positions_persist_across_keyframes():
+    rng = np.random.default_rng(2)
+    tracker = make_tracker(window=0.3)
+    meshes = [tracker.feed(sphere_frame(i / 30, rng), i / 30) for i in range(31)]
+    keyframes = [m for m in meshes if m.topology_changed]
+    assert len(keyframes) >= 3, "a 0.3 s window over 1 s gives several keyframes"
+    for before, key in zip(meshes, meshes[1:]):
+        if not key.topology_changed:
+            continue
+        assert len(np.unique(key.vertex_ids)) == key.num_vertices
+        common, i_old, i_new = np.intersect1d(before.vertex_ids, key.vertex_ids,
+                                              return_indices=True)
+        assert len(common) >= 0.8 * key.num_vertices, "most surface keeps its ids"
+        # an inherited id keeps its canonical (first-seen) position and is still near its vertex
+        assert np.array_equal(before.canonical_vertices[i_old], key.canonical_vertices[i_new])
+        moved = np.linalg.norm(before.vertices[i_old] - key.vertices[i_new], axis=1)
+        assert moved.max() <= tracker.config.id_match_distance + 1e-6
+    # ids never repeat for different surface: fresh ids are above every id used before
+    seen = set()
+    for key in keyframes:
+        new = set(key.vertex_ids.tolist()) - seen
+        assert not seen or min(new, default=max(seen) + 1) > max(seen)
+        seen |= set(key.vertex_ids.tolist())
+
+
+def test_a_stamp_going_backwards_resets_cleanly():
+    rng = np.random.default_rng(3)
+    tracker = make_tracker()
+    for i in range(5):
+        before = tracker.feed(sphere_frame(i / 30, rng), i / 30)
+    mesh = tracker.feed(sphere_frame(0.05, rng), 0.05)
+    assert "went backwards" in mesh.info["reset"]
+    assert mesh.topology_changed and mesh.keyframe_id == 0 and mesh.keyframe_stamp == 0.05
+    assert mesh.vertex_ids.min() > before.vertex_ids.max(), "ids are not reused after a reset"
+    assert tracker.resets == 1
+
+
+def test_an_empty_frame_holds_the_last_mesh_and_says_so():
+    rng = np.random.default_rng(4)
+    tracker = make_tracker()
+    nothing = np.full((1000, 3), np.nan, np.float32)
+    assert tracker.feed(nothing, 0.0) is None  # nothing to hold yet
+    mesh = tracker.feed(sphere_frame(0.1, rng), 0.1)
+    held = tracker.feed(np.zeros((500, 3), np.float32), 0.2)  # RealSense-style zeros only
+    assert "empty frame" in held.info["held"]
+    assert held.stamp == 0.2 and np.array_equal(held.vertices, mesh.vertices)
+    again = tracker.feed(sphere_frame(0.2, rng), 0.2)
+    assert "repeated stamp" in again.info["held"]
+    after = tracker.feed(sphere_frame(0.3, rng), 0.3)
+    assert not after.topology_changed and "held" not in after.info
+    assert np.allclose(after.vertices[:, 0] - mesh.vertices[:, 0], tracked_speed(tracker) * 0.2,
+                       atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["gap", "window", "max_frames", "residual"])
+def test_keyframe_policy(case):
+    rng = np.random.default_rng(5)
+    overrides = {"gap": dict(max_gap_seconds=0.2), "window": dict(window_seconds=0.25),
+                 "max_frames": dict(max_frames=4), "residual": dict(residual_threshold=0.05)}[case]
+    window = overrides.pop("window_seconds", 1.0)
+    tracker = make_tracker(window=window, **overrides)
+    stamps = [0.0, 1 / 30, 2 / 30, 3 / 30]
+    for s in stamps:
+        mesh = tracker.feed(sphere_frame(s, rng), s)
+    assert not mesh.topology_changed
+    if case == "gap":
+        mesh = tracker.feed(sphere_frame(0.4, rng), 0.4)
+        assert "gap of" in mesh.info["keyframe_reason"]
+    elif case == "window":
+        mesh = tracker.feed(sphere_frame(0.26, rng), 0.26)
+        assert "window of 0.25 s elapsed" in mesh.info["keyframe_reason"]
+    elif case == "max_frames":
+        mesh = tracker.feed(sphere_frame(4 / 30, rng), 4 / 30)  # a segment holds 4 frames at most
+        assert "4 frames since the keyframe" in mesh.info["keyframe_reason"]
+    else:
+        # the object jumps 0.3 m sideways: the tracked mesh no longer explains the data
+        mesh = tracker.feed(sphere_frame(4 / 30, rng, offset=(0.3, 0.0, 0.0)), 4 / 30)
+        assert "tracking residual" in mesh.info["keyframe_reason"]
+        assert mesh.info["residual_m"] > 0.05
+    assert mesh.topology_changed and mesh.keyframe_id == 1
+
+
+def test_residual_is_small_while_tracking_well():
+    rng = np.random.default_rng(6)
+    tracker = make_tracker(residual_threshold=0.05)
+    for i in range(10):
+        mesh = tracker.feed(sphere_frame(i / 30, rng), i / 30)
+    assert mesh.keyframe_id == 0
+    assert mesh.info["residual_m"] < 0.015
+
+
+def test_input_points_are_carried_back_to_the_keyframe_time():
+    rng = np.random.default_rng(7)
+    tracker = make_tracker(input_correspondences=True)
+    tracker.feed(sphere_frame(0.0, rng), 0.0)
+    mesh = tracker.feed(sphere_frame(0.2, rng), 0.2)
+    assert mesh.input_points.shape == mesh.input_keyframe_points.shape
+    assert mesh.input_points.shape[0] == tracker.input_points
+    back = mesh.input_points - mesh.input_keyframe_points
+    assert np.allclose(back[:, 0], tracked_speed(tracker) * 0.2, atol=1e-4)
+    assert np.allclose(back[:, 1:], 0.0, atol=1e-4)
+
+
+def test_a_keyframe_with_no_occupied_space_holds_instead_of_publishing_nothing():
+    rng = np.random.default_rng(8)
+    tracker = make_tracker()
+    assert tracker.feed(sphere_frame(0.0, rng), 0.0) is not None
+    # swap in a model whose occupancy is empty everywhere
+    empty = ball_and_drift_model(radius=-1.0)
+    tracker.model = empty
+    tracker.reset()
+    assert tracker.feed(sphere_frame(0.1, rng), 0.1) is None
+    assert tracker.last is None
+
+
+def test_bad_settings_and_stamps_are_refused():
+    with pytest.raises(TrackingError, match="max_frames"):
+        TrackerConfig(max_frames=1)
+    with pytest.raises(TrackingError, match="unknown tracker key"):
+        TrackerConfig.from_dict({"windw": 1.0})
+    with pytest.raises(TrackingError, match="meshing.threshold"):
+        TrackerConfig.from_dict({"meshing": {"threshold": 1.5}})
+    tracker = make_tracker()
+    with pytest.raises(TrackingError, match="finite"):
+        tracker.feed(np.zeros((10, 3), np.float32), float("nan"))
+    cfg = TrackerConfig.from_dict({"solver": {"method": "euler", "step_size": 0.05},
+                                   "preprocess": {"voxel_size": 0.02}})
+    assert cfg.solver.method == "euler" and cfg.preprocess.voxel_size == 0.02
+    assert dataclasses.asdict(cfg)["meshing"]["target_vertices"] == 3000
