@@ -1,0 +1,69 @@
+"""The Occupancy Flow training objective: reconstruction through the backward flow, plus correspondences."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import OccupancyFlow, SolverConfig
+
+__all__ = ["Objective", "iou"]
+
+
+class Objective(nn.Module):
+    """Losses of one batch (see ``occflow_ros.data.WindowDataset`` for the batch's keys).
+
+    - reconstruction at the keyframe: BCE of f(p | c_s) against occupancy at t = 0;
+    - reconstruction at time t: query points sampled at t are carried BACKWARDS to the keyframe by
+      the flow (code of the causal window ending at t) and scored there by the same decoder, so no
+      correspondences are needed;
+    - correspondence (where ground truth has it): keyframe surface points carried FORWARD to t, mean
+      Euclidean distance to where those material points really are.
+    Wrapping the whole computation in one module's forward is what lets DistributedDataParallel see
+    every parameter use.
+    """
+
+    def __init__(self, model: OccupancyFlow, solver: SolverConfig, corr_weight: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.solver = solver
+        self.corr_weight = corr_weight
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        model = self.model
+        inputs, times, frame_mask = batch["inputs"], batch["times"], batch["frame_mask"]
+        b = inputs.shape[0]
+        c_s = model.encode_shape(inputs[:, 0])
+        codes, _ = model.encode_motion(inputs, times, frame_mask=frame_mask)
+        c_t = codes[torch.arange(b, device=inputs.device), batch["k"]]
+        t = batch["t"]
+
+        back = model.flow(batch["occt_points"], t, 0.0, c_t, self.solver, chunk_size=None)
+        m = batch["occ0_points"].shape[1]
+        logits = model.occupancy_logits(torch.cat([batch["occ0_points"], back], dim=1), c_s)
+        logits0, logits_t = logits[:, :m], logits[:, m:]
+        loss0 = F.binary_cross_entropy_with_logits(logits0, batch["occ0"])
+        loss_t = F.binary_cross_entropy_with_logits(logits_t, batch["occt"])
+
+        has_corr = batch["has_corr"].to(inputs.dtype)
+        if bool(has_corr.any()) and self.corr_weight > 0:
+            moved = model.flow(batch["corr0"], 0.0, t, c_t, self.solver, chunk_size=None)
+            dist = (moved - batch["corrt"]).norm(dim=-1).mean(dim=1)  # (B,)
+            loss_corr = (dist * has_corr).sum() / has_corr.sum().clamp(min=1)
+        else:
+            loss_corr = torch.zeros((), device=inputs.device)
+        total = loss0 + loss_t + self.corr_weight * loss_corr
+        return {"loss": total, "occ0": loss0.detach(), "occt": loss_t.detach(),
+                "corr": loss_corr.detach(),
+                "iou0": iou(logits0.detach(), batch["occ0"]),
+                "iout": iou(logits_t.detach(), batch["occt"])}
+
+
+def iou(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Mean over the batch of IoU between predicted (logit > threshold) and true occupancy (B, M)."""
+    pred = logits > threshold
+    true = labels > 0.5
+    inter = (pred & true).sum(dim=1).float()
+    union = (pred | true).sum(dim=1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()

@@ -1,0 +1,174 @@
+"""Records, window sampling and the trainer: learning, determinism, resume, refusal, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from occflow_ros.data.errors import DataError
+from occflow_ros.data.records import WindowRecord, load_records, save_shard
+from occflow_ros.data.windows import WindowDataset, WindowSampling, collate_windows
+from occflow_ros.model import ModelConfig, OccupancyFlow, SolverConfig, load_checkpoint
+from occflow_ros.training import Objective, TrainConfig, TrainError, train
+from sphere_records import sphere_record
+
+TINY = ModelConfig(c_dim=16, encoder_hidden=16, decoder_hidden=32, velocity_hidden=16,
+                   encoder_blocks=1, decoder_blocks=2, velocity_blocks=1, input_points=64)
+SAMPLING = WindowSampling(input_points=64, min_frames=2, max_frames=6, occ_points=128,
+                          corr_points=64)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    save_shard(root / "train" / "000.npz", [sphere_record(rng) for _ in range(12)])
+    save_shard(root / "val" / "000.npz", [sphere_record(rng) for _ in range(4)])
+    return root
+
+
+def config(shards, out, **overrides) -> TrainConfig:
+    settings = dict(train_data=[str(shards / "train")], val_data=[str(shards / "val")],
+                    out_dir=str(out), steps=4, batch_size=2, val_every=2, log_every=1,
+                    warmup_steps=1, model=TINY, sampling=SAMPLING, device="cpu",
+                    solver=SolverConfig("rk4", step_size=0.5))
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_shard_round_trip_keeps_every_array(tmp_path):
+    rng = np.random.default_rng(1)
+    records = [sphere_record(rng, frames=f) for f in (3, 5)]
+    records[1].frame_points[1] = np.zeros((0, 3), np.float32)  # an empty frame survives too
+    path = save_shard(tmp_path / "s.npz", records)
+    back = load_records([tmp_path])
+    for a, b in zip(records, back):
+        assert np.array_equal(a.frame_times, b.frame_times)
+        assert all(np.array_equal(p, q) for p, q in zip(a.frame_points, b.frame_points))
+        assert np.array_equal(a.gt_frames, b.gt_frames)
+        assert np.array_equal(a.occ, b.occ) and np.array_equal(a.corr, b.corr)
+        assert a.meta == b.meta
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        save_shard(path, records)
+
+
+def test_bad_records_and_shards_are_refused(tmp_path):
+    with pytest.raises(DataError, match="start at 0"):
+        WindowRecord([0.1, 0.2], [np.zeros((1, 3))] * 2, [0])
+    with pytest.raises(DataError, match="gt_frames"):
+        WindowRecord([0.0, 0.2], [np.zeros((1, 3))] * 2, [0, 2])
+    (tmp_path / "junk.npz").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"junk\.npz: unreadable shard"):
+        load_records([tmp_path / "junk.npz"])
+    with pytest.raises(DataError, match="no such shard"):
+        load_records([tmp_path / "missing.npz"])
+
+
+def test_training_samples_are_causal_irregular_and_normalised_from_the_keyframe(shards):
+    records = load_records([shards / "train"])
+    ds = WindowDataset(records, SAMPLING, seed=3, train=True, length=50)
+    for i in range(20):
+        s = ds[i]
+        t, k = s["times"], int(s["k"])
+        assert t[0] == 0.0 and np.all(np.diff(t) > 0), "frames in time order from the keyframe"
+        assert k == len(t) - 1 and s["t"] == t[k], "the target is the window's last frame"
+        assert 2 <= len(t) <= SAMPLING.max_frames
+        assert s["inputs"].shape == (len(t), 64, 3)
+        # keyframe points fill the normalised cube with the configured margin
+        extent = s["inputs"][0].max(0) - s["inputs"][0].min(0)
+        assert extent.max() <= 1 - SAMPLING.margin + 1e-5
+    assert not np.array_equal(ds[0]["inputs"], ds[1]["inputs"])
+    assert all(np.array_equal(a, b) for a, b in zip(ds[5].values(), ds[5].values()))
+    batch = collate_windows([ds[0], ds[1], ds[2]])
+    assert batch["frame_mask"].shape == batch["inputs"].shape[:2]
+    assert batch["frame_mask"].sum(1).tolist() == [len(ds[i]["times"]) for i in range(3)]
+
+
+def test_optimising_a_fixed_batch_reduces_the_loss(shards):
+    torch.manual_seed(0)
+    ds = WindowDataset(load_records([shards / "train"]), SAMPLING, seed=0, train=True, length=8)
+    batch = collate_windows([ds[i] for i in range(4)])
+    model = OccupancyFlow(TINY)
+    objective = Objective(model, SolverConfig("rk4", step_size=0.5))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        out = objective(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = float(out["loss"].detach()) if first is None else first
+    final = float(objective(batch)["loss"].detach())
+    assert final < 0.7 * first
+    assert out["corr"] > 0 and model.velocity.fc_out.weight.grad.abs().sum() > 0
+
+
+def test_training_is_deterministic_and_resuming_continues_the_same_run(shards, tmp_path):
+    a = train(config(shards, tmp_path / "a"), progress=False)
+    b = train(config(shards, tmp_path / "b"), progress=False)
+    wa = load_checkpoint(tmp_path / "a" / "last.pt").model.state_dict()
+    wb = load_checkpoint(tmp_path / "b" / "last.pt").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["validation"] == b["validation"]
+    # stop at step 2, then resume to step 4: the same weights as the uninterrupted run
+    train(config(shards, tmp_path / "c", steps=4, val_every=2), progress=False)
+    half = config(shards, tmp_path / "d", steps=4, val_every=2)
+    train(half, progress=False, stop_at=2)
+    assert load_checkpoint(tmp_path / "d" / "last.pt").extra["step"] == 2
+    train(half, resume=True, progress=False)
+    wd = load_checkpoint(tmp_path / "d" / "last.pt").model.state_dict()
+    wc = load_checkpoint(tmp_path / "c" / "last.pt").model.state_dict()
+    assert all(torch.equal(wc[k], wd[k]) for k in wc)
+    log = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "validation" in e] == [2, 4]
+    best = load_checkpoint(tmp_path / "a" / "best.pt")
+    assert "validation" in best.training and "command" in best.training
+
+
+def test_a_run_directory_is_never_overwritten(shards, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TrainError, match="already holds files"):
+        train(config(shards, out), progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(config(shards, tmp_path / "fresh"), resume=True, progress=False)
+
+
+def test_bad_training_settings_name_the_key():
+    with pytest.raises(TrainError, match="batch_size"):
+        TrainConfig(train_data=["x"], val_data=["y"], out_dir="o", batch_size=0)
+    with pytest.raises(TrainError, match="unknown training setting"):
+        TrainConfig.from_dict({"train_data": ["x"], "val_data": ["y"], "out_dir": "o", "lr0": 1})
+    with pytest.raises(TrainError, match="input_points"):
+        TrainConfig(train_data=["x"], val_data=["y"], out_dir="o", model=TINY)
+
+
+def test_distributed_training_on_two_cpu_processes(shards, tmp_path):
+    """torchrun with 2 ranks (gloo): both train on their own samples, rank 0 writes the run."""
+    cfg = config(shards, tmp_path / "ddp", steps=2, val_every=2)
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import json, sys\n"
+        "from occflow_ros.training import TrainConfig, train\n"
+        "cfg = TrainConfig.from_dict(json.load(open(sys.argv[1])))\n"
+        "print(json.dumps(train(cfg, progress=False)['steps']))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(29500 + os.getpid() % 1000),
+         str(script), str(cfg_path)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt.training["world_size"] == 2
