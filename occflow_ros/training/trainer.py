@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         if step % cfg.log_every == 0 or step == cfg.steps:
             entry = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                      "elapsed_s": time.monotonic() - started,
-                     **{k: float(v) for k, v in out_losses.items()}}
+                     **{k: float(v.detach()) for k, v in out_losses.items()}}
             bar.set_postfix(loss=f"{entry['loss']:.3f}", iou_t=f"{entry['iout']:.2f}",
                             corr=f"{entry['corr']:.4f}")
             log(entry)
