@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from occflow_ros.ros.errors import MessageError, PointCloud2Error, TrackedMeshMsgError
+from occflow_ros.ros.conversions import (
+    ColorBox,
+    format_value,
+    ns_to_stamp,
+    seconds_to_stamp,
+    stamp_to_ns,
+    stamp_to_seconds,
+    to_correspondence_cloud,
+    to_diagnostics,
+    to_input_correspondence_cloud,
+    to_marker_array,
+    to_marker_array_cdr,
+    to_tracked_mesh_msg,
+)
+from occflow_ros.ros.errors import BagError, ConversionError, MessageError, PointCloud2Error, TrackedMeshMsgError
 from occflow_ros.ros.pointcloud2 import (
     POINTFIELD_DTYPES,
     cloud_dtype,
@@ -16,6 +30,9 @@ from occflow_ros.ros.pointcloud2 import (
 from occflow_ros.ros.tracked_mesh_msg import TrackedMeshArrays, make_tracked_mesh_msg, read_tracked_mesh_msg
 
 __all__ = [
+    "BagError",
+    "ColorBox",
+    "ConversionError",
     "MessageError",
     "POINTFIELD_DTYPES",
     "PointCloud2Error",
@@ -23,11 +40,22 @@ __all__ = [
     "TrackedMeshMsgError",
     "cloud_dtype",
     "cloud_view",
+    "format_value",
     "make_cloud",
     "make_tracked_mesh_msg",
+    "ns_to_stamp",
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",
+    "seconds_to_stamp",
+    "stamp_to_ns",
+    "stamp_to_seconds",
+    "to_correspondence_cloud",
+    "to_diagnostics",
+    "to_input_correspondence_cloud",
+    "to_marker_array",
+    "to_marker_array_cdr",
+    "to_tracked_mesh_msg",
     "unpack_rgb",
     "xyz_cloud",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["MessageError", "PointCloud2Error", "TrackedMeshMsgError"]
+__all__ = ["BagError", "ConversionError", "MessageError", "PointCloud2Error", "TrackedMeshMsgError"]
 
 
 class MessageError(ValueError):
-    """A ROS message, or the data given to build one, is malformed; the message names the problem."""
+    """Base of the ros room's errors: a ROS message, the data given to build one, or a bag of them is
+    malformed or unusable; the message names the problem."""
 
 
 class PointCloud2Error(MessageError):
@@ -15,3 +16,12 @@ class PointCloud2Error(MessageError):
 
 class TrackedMeshMsgError(MessageError):
     """An occflow_ros_msgs/TrackedMesh (or the arrays to fill one with) is inconsistent."""
+
+
+class ConversionError(MessageError):
+    """A tracker result, stamp, colour box or status cannot be turned into a ROS message as asked."""
+
+
+class BagError(MessageError):
+    """A rosbag2 bag cannot be read or written as asked (missing, not a bag, empty, wrong topic or type,
+    truncated or corrupt, output path taken); the message names the bag and the problem."""
