@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from occflow_ros.ros.bag_io import POINTCLOUD2_TYPE, InputBag, OutputBag, message_definition, open_input_bag
 from occflow_ros.ros.conversions import (
     ColorBox,
     format_value,
@@ -33,7 +34,10 @@ __all__ = [
     "BagError",
     "ColorBox",
     "ConversionError",
+    "InputBag",
     "MessageError",
+    "OutputBag",
+    "POINTCLOUD2_TYPE",
     "POINTFIELD_DTYPES",
     "PointCloud2Error",
     "TrackedMeshArrays",
@@ -43,7 +47,9 @@ __all__ = [
     "format_value",
     "make_cloud",
     "make_tracked_mesh_msg",
+    "message_definition",
     "ns_to_stamp",
+    "open_input_bag",
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",
