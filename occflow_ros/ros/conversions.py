@@ -6,7 +6,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
@@ -22,7 +22,9 @@ from occflow_ros.ros.cdr import serialize_cdr
 from occflow_ros.ros.errors import ConversionError
 from occflow_ros.ros.pointcloud2 import xyz_cloud
 from occflow_ros.ros.tracked_mesh_msg import make_tracked_mesh_msg
-from occflow_ros.tracking.types import TrackedMesh
+
+if TYPE_CHECKING:  # only read: importing the tracking room here would pull in its models
+    from occflow_ros.tracking.types import TrackedMesh
 
 __all__ = [
     "ColorBox",
