@@ -190,7 +190,8 @@ class _Definitions:
     occflow_ros_msgs falling back to the repository's msg/ folder; a package the ament index does
     not know falls back to rosbags' bundled store for $ROS_DISTRO (latest if unset). Every type is
     then checked field by field against the rclpy class that serializes it, so a bag never carries a
-    definition other than the one its bytes were written with (Humble's Marker and Jazzy's differ).
+    definition other than the one its bytes were written with, whatever the distro, and needs no
+    bundled snapshot of it.
     """
 
     def __init__(self) -> None:

@@ -160,8 +160,8 @@ def serialize_cdr(msg: Any, *, sequence_arrays: SequenceArrays | None = None,
     """Serialize an rclpy message to little-endian CDR (XCDR1), as ``rclpy.serialization.serialize_message`` does.
 
     Walks the message through its rosidl introspection (``get_fields_and_field_types``, ``SLOT_TYPES``),
-    so it follows whatever definition the installed interface package has (Humble's Marker and
-    Jazzy's differ). ``sequence_arrays`` maps ``(id(message_object), field_name)`` to a numpy array
+    so it follows whatever definition the installed interface package has (e.g. Marker gained its
+    texture and mesh_file fields in Humble; Foxy's has none). ``sequence_arrays`` maps ``(id(message_object), field_name)`` to a numpy array
     that is written instead of that field's value: for a sequence of a struct whose fields all share
     one primitive type (``geometry_msgs/Point``: 3 float64, ``std_msgs/ColorRGBA``: 4 float32) an
     ``(n, n_fields)`` array of any real dtype (cast to the field type), written with one copy instead
