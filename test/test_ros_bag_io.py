@@ -207,7 +207,7 @@ def test_empty_bag_and_bag_without_clouds_are_refused(tmp_path, storage):
     with OutputBag(tmp_path / "meshes", storage=storage) as bag:
         bag.add_topic("/mesh", MarkerArray)
         bag.write("/mesh", 1, to_marker_array_cdr(mesh(0), Header()))
-    with pytest.raises(BagError, match=r"has no sensor_msgs/msg/PointCloud2 topics.*candidates: none"):
+    with pytest.raises(BagError, match=r"has no sensor_msgs/msg/PointCloud2 topic to read \(topics: /mesh \["):
         open_input_bag(tmp_path / "meshes")
 
 

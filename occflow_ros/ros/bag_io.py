@@ -62,11 +62,13 @@ class InputBag:
         if reader.message_count == 0:
             raise BagError(f"input bag {self.path}: the bag is empty (no messages; topics: {_listing(self.topics)})")
         if topic is None:
-            if len(self.cloud_topics) != 1:
-                what = "no" if not self.cloud_topics else f"{len(self.cloud_topics)}"
+            if not self.cloud_topics:
+                raise BagError(f"input bag {self.path}: has no {POINTCLOUD2_TYPE} topic to read "
+                               f"(topics: {_listing(self.topics)})")
+            if len(self.cloud_topics) > 1:
                 raise BagError(
-                    f"input bag {self.path}: has {what} {POINTCLOUD2_TYPE} topics, so the topic must be named "
-                    f"(candidates: {', '.join(self.cloud_topics) or 'none'}; all topics: {_listing(self.topics)})")
+                    f"input bag {self.path}: has {len(self.cloud_topics)} {POINTCLOUD2_TYPE} topics, so the topic "
+                    f"must be named (candidates: {', '.join(self.cloud_topics)})")
             topic = self.cloud_topics[0]
         elif topic not in self.topics and "/" + topic.lstrip("/") in self.topics:
             topic = "/" + topic.lstrip("/")
