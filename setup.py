@@ -38,6 +38,7 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
+            "reconstruct = occflow_ros.ros.node:main",
         ],
     },
 )

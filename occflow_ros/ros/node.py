@@ -1,0 +1,592 @@
+"""The ROS 2 node ``reconstruct``: depth clouds in, tracked meshes out (MarkerArray, clouds, TrackedMesh, diagnostics).
+
+Run it as ``ros2 launch occflow_ros reconstruct.launch.py``, ``ros2 run occflow_ros reconstruct`` or
+``python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml -r points:=/camera/depth/points``.
+
+The node is an adapter: the :class:`~occflow_ros.tracking.Tracker` does the work; the node owns the
+parameters, QoS, the queue, timing and diagnostics.
+
+Queue and threads. The ``points`` subscription callback runs on a SingleThreadedExecutor in the main
+thread and only stores the serialized message (``raw=True``: not even deserialized) in a one-slot
+mailbox, counting the untaken message it replaces as dropped: it returns in microseconds, whatever the
+tracker is doing. One worker thread takes the newest message, deserializes and decodes it
+(``read_xyz``), feeds the tracker, converts the result and publishes it. A dedicated thread rather than a
+MultiThreadedExecutor: the tracker is one stateful, strictly sequential pipeline (a frame depends on the
+previous one), so there is nothing to run in parallel, and a callback that ran the tracker inside an
+executor would hold an executor thread for tens to hundreds of ms, needs callback groups to keep it
+serial and would still need a newest-wins queue in front of it. The worker also makes shutdown simple:
+close the mailbox, join the thread. torch and numpy release the GIL while they compute, so the
+executor (subscription, diagnostics timer, parameter services) stays responsive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.context import Context
+from rclpy.exceptions import ParameterException
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from ..model import CheckpointError, ModelError, load_checkpoint, select_device
+from ..tracking import Tracker, TrackerConfig, TrackingError
+from .conversions import (
+    ColorBox,
+    stamp_to_ns,
+    to_correspondence_cloud,
+    to_diagnostics,
+    to_input_correspondence_cloud,
+    to_marker_array_cdr,
+    to_tracked_mesh_msg,
+)
+from .errors import PointCloud2Error
+from .node_config import (
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    NodeConfig,
+    NodeConfigError,
+    OutputOptions,
+    ParamSpec,
+    check_parameter,
+    node_config_from_parameters,
+    unknown_parameters_message,
+)
+from .node_runtime import LatestMailbox, NodeStats
+from .pointcloud2 import read_xyz
+
+__all__ = ["NODE_NAME", "EXIT_OK", "EXIT_MODEL", "EXIT_PARAMETERS", "ReconstructNode", "main"]
+
+NODE_NAME = "occflow_reconstruct"
+EXIT_OK, EXIT_MODEL, EXIT_PARAMETERS = 0, 1, 2
+THROTTLE_S = 5.0  # rate limit of repeated warnings about bad input
+JOIN_TIMEOUT_S = 1.5  # how long shutdown waits for the worker (SIGTERM to exit stays under 2 s)
+NO_INPUT_WARN_S = 2.0  # diagnostics warn when no cloud came for this long
+_LARGE_CLOUD_NOTE = (
+    "best-effort delivery of large clouds (a 640x480 cloud is 4.9 MB) needs Fast DDS shared memory or "
+    "LARGE_DATA: over the default UDP transport no message arrives at all (every fragment must "
+    "arrive). Set FASTDDS_DEFAULT_PROFILES_FILE to config/fastdds_shm.xml (or "
+    "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA) in the camera driver's and this node's environment, or "
+    "use input.qos reliable; see README, 'DDS and large clouds'")
+
+
+class _Interrupted(Exception):
+    """SIGINT/SIGTERM arrived while the node was starting up."""
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    types = {"bool": ParameterType.PARAMETER_BOOL, "integer": ParameterType.PARAMETER_INTEGER,
+             "double": ParameterType.PARAMETER_DOUBLE, "string": ParameterType.PARAMETER_STRING,
+             "double array": ParameterType.PARAMETER_DOUBLE_ARRAY}
+    d = ParameterDescriptor(name=spec.name, type=types[spec.kind], description=spec.description,
+                            additional_constraints=spec.allowed(), read_only=not spec.dynamic)
+    if spec.kind == "double" and spec.lo is not None and spec.hi is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.lo),
+                                                     to_value=float(spec.hi), step=0.0)]
+    elif spec.kind == "integer" and spec.lo is not None and spec.hi is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi), step=1)]
+    return d
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as plain Python (double arrays come as array.array or numpy arrays)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    try:
+        return [v.item() if isinstance(v, np.generic) else v for v in value]
+    except TypeError:
+        return value
+
+
+def _dummy_frame(config: TrackerConfig, t: float, n: int = 4000) -> np.ndarray:
+    """(n, 3) float32 metres: the camera-facing half of a 0.2 m sphere moving 0.3 m/s along x, in front
+    of the camera (or at the ROI's centre), for the warm-up."""
+    pre = config.preprocess
+    if pre.roi_min is not None:
+        lo, hi = np.asarray(pre.roi_min), np.asarray(pre.roi_max)
+        centre, radius = (lo + hi) / 2, float(min(0.2, 0.3 * np.min(hi - lo)))
+    else:
+        centre, radius = np.array([0.0, 0.0, 1.2]), 0.2
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    d[d @ centre > 0] *= -1  # the side facing the sensor origin
+    return (centre + [0.3 * t, 0.0, 0.0] + radius * d).astype(np.float32)
+
+
+class ReconstructNode(Node):
+    """The ``occflow_reconstruct`` node. Parameters: see config/reconstruct.yaml (every one, with its
+    default and meaning) and :data:`occflow_ros.ros.node_config.PARAMETERS`.
+
+    Subscribes: ``points`` (sensor_msgs/PointCloud2, relative: remap it). Publishes, all with the input
+    cloud's header (frame_id and stamp): ``~/mesh`` (visualization_msgs/MarkerArray), ``~/correspondences``
+    and ``~/input_correspondences`` (sensor_msgs/PointCloud2), ``~/tracked_mesh``
+    (occflow_ros_msgs/TrackedMesh); and ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) every
+    ``diagnostics.period`` seconds.
+
+    Construction validates the parameters (NodeConfigError), picks the device, loads the model
+    (CheckpointError, ModelError), warms it up and only then subscribes and starts the worker. Call
+    :meth:`close` before ``destroy_node`` (``destroy_node`` calls it too).
+    """
+
+    def __init__(self, *, context: Optional[Context] = None,
+                 stop: Optional[threading.Event] = None) -> None:
+        super().__init__(NODE_NAME, context=context)
+        self._stop_requested = stop or threading.Event()
+        self._stopping = threading.Event()
+        self._publish_lock = threading.Lock()
+        self._worker: Optional[threading.Thread] = None
+        self.config = self._read_parameters()
+        self._output: OutputOptions = self.config.output
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._check_interrupted()
+        self.device, self.tracker = self._load_model(self.config)
+        self._check_interrupted()
+        self.warmup_ms = self._warm_up()
+        self._check_interrupted()
+
+        cfg = self.config
+        self._stats = NodeStats(cfg.stats_window)
+        self._mailbox: LatestMailbox[bytes] = LatestMailbox()
+        self._frame_id: Optional[str] = None
+        self._last_stamp: Optional[float] = None
+        self._color_box: Optional[ColorBox] = None if cfg.fit_color_box else ColorBox()
+        self._published_faces: Optional[np.ndarray] = None
+
+        out_qos = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=cfg.output_depth,
+                             reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.VOLATILE)
+        self._pub_mesh = self.create_publisher(MarkerArray, "~/mesh", out_qos)
+        self._pub_correspondences = self.create_publisher(PointCloud2, "~/correspondences", out_qos)
+        self._pub_tracked = self.create_publisher(TrackedMeshMsg, "~/tracked_mesh", out_qos)
+        self._pub_input_correspondences = self.create_publisher(PointCloud2, "~/input_correspondences",
+                                                                out_qos)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        best_effort = cfg.input_qos == "sensor_data"
+        in_qos = QoSProfile(
+            history=QoSHistoryPolicy.KEEP_LAST, depth=cfg.input_depth,
+            reliability=QoSReliabilityPolicy.BEST_EFFORT if best_effort
+            else QoSReliabilityPolicy.RELIABLE,
+            durability=QoSDurabilityPolicy.VOLATILE)
+        self._subscription = self.create_subscription(PointCloud2, "points", self._on_cloud, in_qos,
+                                                      raw=True)
+        try:
+            self.input_topic = self._subscription.topic_name  # resolved, remapped
+        except AttributeError:  # an rclpy without Subscription.topic_name
+            self.input_topic = "points"
+        qos_words = (f"sensor_data (best effort, keep last {cfg.input_depth})" if best_effort
+                     else f"reliable (keep last {cfg.input_depth})")
+        self.get_logger().info(f"input: {self.input_topic} (sensor_msgs/PointCloud2), QoS {qos_words}")
+        if best_effort:
+            if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get(
+                    "FASTDDS_BUILTIN_TRANSPORTS"):
+                self.get_logger().info("input QoS is best effort; a Fast DDS profile / transport is set "
+                                       "in the environment, as large clouds need")
+            else:
+                self.get_logger().warning("input QoS is best effort: " + _LARGE_CLOUD_NOTE)
+
+        self._diagnostics_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
+        self._log_timer = (self.create_timer(cfg.log_period, self._log_summary)
+                           if cfg.log_period > 0 else None)
+        self._worker = threading.Thread(target=self._work, name="occflow_worker", daemon=True)
+        self._worker.start()
+        ns = self.get_namespace().rstrip("/")
+        self.get_logger().info(
+            f"ready: {self.input_topic} -> {ns}/{NODE_NAME}/{{mesh, correspondences, tracked_mesh, "
+            f"input_correspondences}} and /diagnostics; device {self.device}, model {cfg.model_path}")
+
+    @property
+    def output_options(self) -> OutputOptions:
+        """What is published now (the dynamic ``output.*`` parameters)."""
+        return self._output
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def _check_interrupted(self) -> None:
+        if self._stop_requested.is_set():
+            raise _Interrupted()
+
+    def _read_parameters(self) -> NodeConfig:
+        """Declare every parameter with its descriptor, then validate them all at once."""
+        overrides = getattr(self, "_parameter_overrides", {})  # what --params-file / -p gave
+        values: Dict[str, Any] = {}
+        for spec in PARAMETERS:
+            try:
+                param = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            except ParameterException as e:
+                given = overrides.get(spec.name)
+                got = repr(_plain(given.value)) if given is not None else "?"
+                raise NodeConfigError(f"parameter '{spec.name}' must be {spec.allowed()}, got {got} "
+                                      f"({type(e).__name__})") from None
+            values[spec.name] = _plain(param.value)
+        unknown = sorted(n for n in overrides
+                         if not self.has_parameter(n) and not n.startswith("qos_overrides."))
+        if unknown:
+            raise NodeConfigError(unknown_parameters_message(unknown))
+        return node_config_from_parameters(values)
+
+    def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
+        """Run-time changes: only the dynamic ``output.*`` options (the rest are read-only)."""
+        changes = {}
+        for p in params:
+            spec = PARAMETERS_BY_NAME.get(p.name)
+            if spec is None:
+                continue  # use_sim_time and other parameters rclpy owns
+            try:
+                changes[p.name.split(".", 1)[1]] = check_parameter(spec, _plain(p.value))
+            except NodeConfigError as e:
+                return SetParametersResult(successful=False, reason=str(e))
+        fields = {k: v for k, v in changes.items() if k in OutputOptions.__dataclass_fields__}
+        if fields:
+            self._output = dataclasses.replace(self._output, **fields)
+            self.get_logger().info(f"output options now {self._output}")
+        return SetParametersResult(successful=True)
+
+    def _load_model(self, cfg: NodeConfig):
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        try:
+            device = select_device(cfg.device, fallback_to_cpu=cfg.allow_cpu_fallback)
+        except ModelError as e:
+            raise ModelError(f"parameter 'device': {e} (allow_cpu_fallback: true runs on the CPU "
+                             "instead)") from None
+        if cfg.device.startswith("cuda") and device.type == "cpu":
+            self.get_logger().warning(f"device '{cfg.device}' is not available: running on the CPU "
+                                      "(allow_cpu_fallback is true)")
+        path = cfg.model_path
+        if cfg.model_path_is_default and not path.is_file():
+            raise CheckpointError(f"parameter 'model_path' is empty, so the shipped model {path} is "
+                                  "used, but that file is not installed: set model_path to a "
+                                  "checkpoint file (occflow_ros.model.save_checkpoint)")
+        started = time.perf_counter()
+        try:
+            checkpoint = load_checkpoint(path, map_location=device)
+        except CheckpointError as e:
+            raise CheckpointError(f"parameter 'model_path': cannot load the model: {e}") from None
+        try:
+            tracker = Tracker(checkpoint, cfg.tracker, device=device, precision=cfg.precision)
+        except ModelError as e:
+            raise ModelError(f"parameter 'precision': {e}") from None
+        mc = checkpoint.config
+        self.get_logger().info(
+            f"model {path} loaded on {device} in {1e3 * (time.perf_counter() - started):.0f} ms "
+            f"(input_points {mc.input_points}, window {mc.window_seconds:g} s; tracker window "
+            f"{tracker.window_seconds:g} s; torch threads {torch.get_num_threads()})")
+        return device, tracker
+
+    def _warm_up(self) -> float:
+        """A keyframe and a tracking step on a dummy sphere (first-call costs: allocations, kernels,
+        open3d), then a reset. Returns the milliseconds it took. Raises ModelError when the model cannot
+        run a frame (such a node should not start)."""
+        tracker = self.tracker
+        try:
+            t0 = time.perf_counter()
+            first = tracker.feed(_dummy_frame(tracker.config, 0.0), 0.0)
+            t1 = time.perf_counter()
+            second = tracker.feed(_dummy_frame(tracker.config, 1 / 30), 1 / 30)
+            t2 = time.perf_counter()
+        except Exception as e:
+            raise ModelError(f"warm-up on {self.device} failed: {type(e).__name__}: {e}") from e
+        tracker.reset()
+        if second is not None:
+            what = f"mesh of {second.num_vertices} vertices"
+        else:
+            what = "no mesh from the dummy input (" + str(
+                (first.info.get("held") if first is not None else None) or "nothing occupied") + ")"
+        total = 1e3 * (t2 - t0)
+        self.get_logger().info(f"warm-up on {self.device}: keyframe {1e3 * (t1 - t0):.0f} ms, tracking "
+                               f"step {1e3 * (t2 - t1):.0f} ms ({what}); tracker reset")
+        return total
+
+    # -- input (executor thread): microseconds --------------------------------------------------
+    def _on_cloud(self, data: bytes) -> None:
+        self._stats.received()
+        self._mailbox.put(data)
+
+    # -- worker thread ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            data = self._mailbox.take(timeout=0.25)
+            if data is None:
+                continue
+            try:
+                self._process(data)
+            except Exception as e:  # last guard: the worker never dies on one frame
+                reason = f"{type(e).__name__}: {e}"
+                self._stats.tracker_error(reason)
+                self.get_logger().error(f"unexpected error while processing a frame: {reason}\n"
+                                        f"{traceback.format_exc()}", throttle_duration_sec=THROTTLE_S)
+
+    def _process(self, data: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            msg = deserialize_message(data, PointCloud2)
+        except Exception as e:
+            reason = f"not a decodable sensor_msgs/PointCloud2 ({type(e).__name__}: {e})"
+            self._stats.rejected(reason)
+            self.get_logger().warning(f"rejected a message on {self.input_topic}: {reason}",
+                                      throttle_duration_sec=THROTTLE_S)
+            return
+        del data
+        header = Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id)
+        frame_id, stamp_ns = header.frame_id, stamp_to_ns(header.stamp)
+        stamp = stamp_ns / 1e9
+        try:
+            if not frame_id:
+                raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
+            points = read_xyz(msg)
+        except PointCloud2Error as e:
+            reason = f"malformed PointCloud2 (stamp {stamp:.6f} s, frame '{frame_id}'): {e}"
+            self._stats.rejected(reason)
+            self.get_logger().warning(f"rejected a message on {self.input_topic}: {reason}",
+                                      throttle_duration_sec=THROTTLE_S)
+            return
+        del msg
+        self._check_stream(frame_id, stamp)
+        try:
+            mesh = self.tracker.feed(points, stamp)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            self._stats.tracker_error(reason)
+            self.get_logger().error(
+                f"tracker failed on the frame of stamp {stamp:.6f} s, frame '{frame_id}', "
+                f"{len(points)} valid points: {reason}; tracker reset, continuing\n"
+                f"{traceback.format_exc()}", throttle_duration_sec=THROTTLE_S)
+            self._reset_tracker(f"tracker error: {reason}")
+            return
+        if mesh is None:
+            self._stats.held("no mesh yet: nothing to publish")
+            return
+        held = mesh.info.get("held")
+        if held:
+            self._stats.held(held)
+            self.get_logger().warning(f"holding the last mesh: {held}",
+                                      throttle_duration_sec=THROTTLE_S)
+        if mesh.topology_changed and self._color_box is None and mesh.num_vertices:
+            self._color_box = ColorBox.around(mesh.canonical_vertices)
+        if not self._publish(mesh, header):
+            return
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        keyframe = bool(mesh.topology_changed and mesh.info.get("keyframe"))
+        self._stats.processed(latency_ms, 1e3 * (time.perf_counter() - started), keyframe=keyframe,
+                              vertices=mesh.num_vertices)
+
+    def _check_stream(self, frame_id: str, stamp: float) -> None:
+        """Reset the tracker on a frame change, a stamp going backwards or jumping far ahead."""
+        prev_frame, prev_stamp = self._frame_id, self._last_stamp
+        self._frame_id, self._last_stamp = frame_id, stamp
+        if prev_frame is not None and frame_id != prev_frame:
+            reason = f"frame_id changed from '{prev_frame}' to '{frame_id}'"
+            self.get_logger().warning(f"{reason}: tracker reset (a mesh cannot carry over between "
+                                      "frames without TF)", throttle_duration_sec=THROTTLE_S)
+            self._reset_tracker(reason)
+        elif prev_stamp is not None and stamp < prev_stamp:
+            reason = f"stamp went backwards by {prev_stamp - stamp:.3f} s (bag loop or clock reset)"
+            self.get_logger().warning(f"{reason}: tracker reset", throttle_duration_sec=THROTTLE_S)
+            self._reset_tracker(reason)
+        elif prev_stamp is not None and stamp - prev_stamp > self.config.max_jump_seconds:
+            reason = (f"stamp jumped ahead by {stamp - prev_stamp:.3f} s (more than "
+                      f"input.max_jump_seconds {self.config.max_jump_seconds:g})")
+            self.get_logger().warning(f"{reason}: tracker reset", throttle_duration_sec=THROTTLE_S)
+            self._reset_tracker(reason)
+
+    def _reset_tracker(self, reason: str) -> None:
+        self.tracker.reset()
+        self._stats.reset(reason)
+        if self.config.fit_color_box:
+            self._color_box = None
+
+    def _publish(self, mesh, header: Header) -> bool:
+        """Convert and publish every enabled output of one frame, all or none (False: shutting down or
+        a conversion failed). Outputs nobody subscribes to are not built."""
+        opts = self._output
+        with self._publish_lock:
+            if self._stopping.is_set():
+                return False
+            try:
+                out = []
+                if opts.publish_mesh and self._pub_mesh.get_subscription_count():
+                    out.append((self._pub_mesh, to_marker_array_cdr(
+                        mesh, header, color_box=self._color_box or ColorBox(),
+                        alpha=opts.mesh_alpha, previous_faces=self._published_faces)))
+                if opts.publish_correspondences and self._pub_correspondences.get_subscription_count():
+                    out.append((self._pub_correspondences, to_correspondence_cloud(mesh, header)))
+                if opts.publish_tracked_mesh and self._pub_tracked.get_subscription_count():
+                    out.append((self._pub_tracked, to_tracked_mesh_msg(mesh, header)))
+                if (opts.publish_input_correspondences
+                        and self._pub_input_correspondences.get_subscription_count()):
+                    cloud = to_input_correspondence_cloud(mesh, header)
+                    if cloud is not None:
+                        out.append((self._pub_input_correspondences, cloud))
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                self._stats.publish_error(reason)
+                self.get_logger().error(f"could not convert the result of the frame of stamp "
+                                        f"{mesh.stamp:.6f} s: {reason}", throttle_duration_sec=THROTTLE_S)
+                return False
+            for publisher, message in out:
+                publisher.publish(message)
+            if any(p is self._pub_mesh for p, _ in out):
+                self._published_faces = mesh.faces
+        return True
+
+    # -- timers (executor thread) ----------------------------------------------------------------
+    def status(self) -> Dict[str, Any]:
+        """The node's state as diagnostics key/values (level and message first)."""
+        s = self._stats.snapshot()
+        since = s["seconds_since_input"]
+        if since is None:
+            level, message = "warn", f"waiting for clouds on {self.input_topic}"
+        elif since > NO_INPUT_WARN_S:
+            level, message = "warn", f"no cloud on {self.input_topic} for {since:.1f} s"
+        elif s["recent_problem"]:
+            last = (s["last_tracker_error"] or s["last_publish_error"] or s["last_rejection"])
+            level, message = "warn", f"bad input or errors in the last {self._stats.window:g} s: {last}"
+        else:
+            p50 = s["latency_p50_ms"]
+            level, message = "ok", (f"tracking at {s['processed_rate_hz']:.1f} Hz, latency p50 "
+                                    + ("n/a" if p50 is None else f"{p50:.0f} ms"))
+        return {
+            "level": level, "message": message,
+            "input_topic": self.input_topic, "frame_id": self._frame_id or "",
+            "input_rate_hz": s["input_rate_hz"], "processed_rate_hz": s["processed_rate_hz"],
+            "latency_p50_ms": s["latency_p50_ms"], "latency_p95_ms": s["latency_p95_ms"],
+            "processing_p50_ms": s["processing_p50_ms"],
+            "processing_p95_ms": s["processing_p95_ms"],
+            "window_s": self._stats.window,
+            "frames_received": s["frames_received"], "frames_processed": s["frames_processed"],
+            "dropped_frames": self._mailbox.dropped, "keyframes": s["keyframes"],
+            "resets": s["resets"], "last_reset": s["last_reset"],
+            "held_frames": s["held_frames"], "last_held": s["last_held"],
+            "rejected_messages": s["rejected_messages"], "last_rejection": s["last_rejection"],
+            "tracker_errors": s["tracker_errors"], "last_tracker_error": s["last_tracker_error"],
+            "publish_errors": s["publish_errors"], "vertices": s["vertices"],
+            "device": str(self.device), "model_path": str(self.config.model_path),
+            "warmup_ms": self.warmup_ms,
+        }
+
+    def _publish_diagnostics(self) -> None:
+        now = self.get_clock().now().to_msg()
+        self._pub_diagnostics.publish(to_diagnostics(
+            self.status(), now, name=f"occflow_ros: {self.get_fully_qualified_name()}"))
+
+    def _log_summary(self) -> None:
+        s = self.status()
+
+        def ms(x: Optional[float]) -> str:
+            return "n/a" if x is None else f"{x:.0f} ms"
+
+        self.get_logger().info(
+            f"{s['processed_rate_hz']:.1f} Hz processed of {s['input_rate_hz']:.1f} Hz in; latency "
+            f"stamp->publish p50 {ms(s['latency_p50_ms'])} p95 {ms(s['latency_p95_ms'])}; processing "
+            f"p50 {ms(s['processing_p50_ms'])}; dropped {s['dropped_frames']}, keyframes "
+            f"{s['keyframes']}, resets {s['resets']}, held {s['held_frames']}, rejected "
+            f"{s['rejected_messages']}, errors {s['tracker_errors'] + s['publish_errors']}")
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def close(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
+        """Stop the worker: no frame is published after this returns, none half-published. True when
+        the worker has ended; False when it is still inside the tracker after ``timeout`` seconds (it
+        then publishes nothing more and ends with the process)."""
+        self._stopping.set()
+        mailbox = getattr(self, "_mailbox", None)
+        if mailbox is not None:
+            mailbox.close()
+        worker = self._worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
+
+    def destroy_node(self) -> None:
+        self.close()
+        with self._publish_lock:  # a publish in flight finishes first
+            super().destroy_node()
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum, _frame) -> None:
+        stop.set()
+
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
+    except ValueError:  # not the main thread: the caller handles signals
+        pass
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Console entry point ``reconstruct``: run the node until SIGINT/SIGTERM.
+
+    ``args``: the command line (default ``sys.argv``), ROS arguments after ``--ros-args``. Returns the
+    exit status: 0 after a clean stop, 1 when the model or device cannot be used, 2 for invalid
+    parameters (each with one error line naming the problem).
+    """
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    context = Context()
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    node: Optional[ReconstructNode] = None
+    try:
+        try:
+            node = ReconstructNode(context=context, stop=stop)
+        except NodeConfigError as e:
+            logger.error(f"invalid parameters: {e}")
+            return EXIT_PARAMETERS
+        except (CheckpointError, ModelError, TrackingError) as e:
+            logger.error(f"cannot start: {e}")
+            return EXIT_MODEL
+        except _Interrupted:
+            logger.info("stopped during start-up")
+            return EXIT_OK
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        try:
+            while not stop.is_set() and context.ok():
+                executor.spin_once(timeout_sec=0.1)
+        finally:
+            started = time.monotonic()
+            joined = node.close()
+            executor.shutdown(timeout_sec=0.5)
+            node.destroy_node()
+            node = None
+            took = time.monotonic() - started
+            if joined:
+                logger.info(f"shut down cleanly in {took:.2f} s")
+            else:
+                logger.warning(f"shut down in {took:.2f} s; the worker was still inside the tracker "
+                               "(nothing more is published)")
+        return EXIT_OK
+    finally:
+        if node is not None:
+            node.destroy_node()
+        context.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

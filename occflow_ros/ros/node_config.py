@@ -1,0 +1,420 @@
+"""The reconstruct node's parameters: one table (name, default, range, description), validated into a NodeConfig.
+
+The node declares every parameter in :data:`PARAMETERS` with a descriptor built from its row, reads the
+values (from ``config/reconstruct.yaml``, ``-p`` overrides or a launch file) and hands them to
+:func:`node_config_from_parameters`, which checks each one and maps the flat ``tracker.*`` names onto
+:class:`~occflow_ros.tracking.TrackerConfig` / :class:`~occflow_ros.geometry.PreprocessConfig` in one
+place (:func:`tracker_config_from_parameters`). Nothing here imports rclpy, so it is tested without ROS.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from ..geometry import PreprocessConfig, PreprocessError
+from ..model import SOLVERS, ModelError, SolverConfig
+from ..model.device import PRECISIONS
+from ..tracking import MeshingConfig, TrackerConfig, TrackingError
+
+__all__ = [
+    "DEFAULT_MODEL_FILE",
+    "INPUT_QOS",
+    "CLUSTER_MODES",
+    "NodeConfig",
+    "NodeConfigError",
+    "OutputOptions",
+    "ParamSpec",
+    "PARAMETERS",
+    "PARAMETERS_BY_NAME",
+    "check_parameter",
+    "default_model_path",
+    "node_config_from_parameters",
+    "output_options_from_parameters",
+    "resolve_model_path",
+    "tracker_config_from_parameters",
+    "unknown_parameters_message",
+]
+
+DEFAULT_MODEL_FILE = "occflow_default.pt"
+INPUT_QOS = ("sensor_data", "reliable")
+CLUSTER_MODES = ("auto", "nearest", "none")
+_DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+class NodeConfigError(ValueError):
+    """A node parameter with a wrong type, a value out of its range, or an unknown name; the message
+    names the parameter and what is allowed."""
+
+
+def default_model_path() -> Path:
+    """The shipped model: ``occflow_ros/weights/occflow_default.pt`` inside the installed package
+    (setup.py's package_data installs ``weights/*.pt``). The one place that names it."""
+    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_MODEL_FILE
+
+
+def resolve_model_path(value: str) -> Path:
+    """``model_path`` as given (``~`` expanded), or the shipped model when it is empty."""
+    value = value.strip()
+    return default_model_path() if not value else Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    default: its value and type (bool, int, float, str, or a list of floats for a point).
+    lo / hi: inclusive range of a number (None: unbounded on that side); choices: allowed strings.
+    dynamic: may be changed while the node runs (``ros2 param set``); every other one is read-only.
+    """
+
+    name: str
+    default: Any
+    description: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    choices: Optional[Tuple[str, ...]] = None
+    dynamic: bool = False
+
+    @property
+    def kind(self) -> str:
+        d = self.default
+        if isinstance(d, bool):
+            return "bool"
+        if isinstance(d, int):
+            return "integer"
+        if isinstance(d, float):
+            return "double"
+        if isinstance(d, str):
+            return "string"
+        return "double array"
+
+    def allowed(self) -> str:
+        """Plain words for the allowed values, as error messages and descriptors say them."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "double array":
+            return "three finite numbers [x, y, z] in metres"
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        if self.lo is None and self.hi is None:
+            return f"{article} {self.kind}"
+        lo = "-inf" if self.lo is None else _num(self.lo)
+        hi = "inf" if self.hi is None else _num(self.hi)
+        return f"{article} {self.kind} in [{lo}, {hi}]"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+_P = ParamSpec
+PARAMETERS: Tuple[ParamSpec, ...] = (
+    # -- model and device ---------------------------------------------------------------------------
+    _P("model_path", "", "Occupancy Flow checkpoint file (occflow_ros.model.save_checkpoint); empty: the "
+       "shipped model occflow_ros/weights/" + DEFAULT_MODEL_FILE),
+    _P("device", "auto", "torch device: " + _DEVICE_HINT + " (auto: the first CUDA GPU if there is one, "
+       "else the CPU)"),
+    _P("allow_cpu_fallback", False, "when a CUDA device is asked for but absent, run on the CPU instead "
+       "of refusing to start"),
+    _P("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA "
+       "only), bf16", choices=tuple(PRECISIONS)),
+    _P("threads", 0, "torch CPU threads (torch.set_num_threads); 0: torch's default (all cores). Keep it "
+       "small when other processes share the cores: two torch processes with 2 threads each on 2 cores "
+       "slow each other down ~9x", lo=0, hi=256),
+    # -- input ----------------------------------------------------------------------------------------
+    _P("input.qos", "sensor_data", "QoS of the 'points' subscription: sensor_data (best effort; also "
+       "matches reliable publishers; large clouds need the shared-memory or LARGE_DATA Fast DDS "
+       "transport, see README 'DDS and large clouds') or reliable", choices=INPUT_QOS),
+    _P("input.depth", 2, "history depth of the 'points' subscription (the node keeps only the newest "
+       "cloud anyway)", lo=1, hi=100),
+    _P("input.max_jump_seconds", 10.0, "a stamp more than this ahead of the previous one (s) is a clock "
+       "jump: the tracker is reset", lo=0.001, hi=1e6),
+    # -- output ---------------------------------------------------------------------------------------
+    _P("output.publish_mesh", True, "publish ~/mesh (visualization_msgs/MarkerArray)", dynamic=True),
+    _P("output.publish_correspondences", True, "publish ~/correspondences (PointCloud2: vertices with "
+       "vertex_id and canonical x0, y0, z0)", dynamic=True),
+    _P("output.publish_tracked_mesh", True, "publish ~/tracked_mesh (occflow_ros_msgs/TrackedMesh)",
+       dynamic=True),
+    _P("output.publish_input_correspondences", True, "publish ~/input_correspondences (PointCloud2: "
+       "observed points with their keyframe positions xk, yk, zk) when the tracker computes them",
+       dynamic=True),
+    _P("output.mesh_alpha", 1.0, "opacity of the mesh marker (below 1 RViz draws it transparent)",
+       lo=0.0, hi=1.0, dynamic=True),
+    _P("output.fit_color_box", True, "colour the mesh by canonical position in a box fitted to the first "
+       "keyframe after each (re)start (true), or in a fixed camera working volume x, y in [-1, 1] m, z in "
+       "[0, 3] m (false)"),
+    _P("output.depth", 1, "history depth of the output publishers (reliable)", lo=1, hi=100),
+    # -- diagnostics and logging ----------------------------------------------------------------------
+    _P("diagnostics.period", 1.0, "seconds between diagnostic_msgs/DiagnosticArray messages on "
+       "/diagnostics", lo=0.05, hi=60.0),
+    _P("diagnostics.window", 5.0, "rates and latency percentiles are over the last this many seconds",
+       lo=0.5, hi=600.0),
+    _P("log_period", 10.0, "seconds between one-line INFO summaries (rate, latency, drops); 0: never",
+       lo=0.0, hi=3600.0),
+    # -- tracker --------------------------------------------------------------------------------------
+    _P("tracker.window_seconds", 0.0, "a new keyframe at most this long after the last one (s); 0: the "
+       "model's trained window", lo=0.0, hi=3600.0),
+    _P("tracker.max_frames", 30, "frames per keyframe segment, keyframe included", lo=2, hi=100_000),
+    _P("tracker.residual_threshold", 0.05, "mean distance (m) from the observed points to the tracked "
+       "surface above which a keyframe is forced; 0: never", lo=0.0, hi=100.0),
+    _P("tracker.residual_clip", 0.2, "distances are clipped here (m) before averaging", lo=1e-6, hi=100.0),
+    _P("tracker.max_gap_seconds", 0.5, "a gap between frames longer than this (s) forces a keyframe",
+       lo=1e-3, hi=3600.0),
+    _P("tracker.min_points", 50, "frames with fewer points after preprocessing hold the last mesh",
+       lo=1, hi=10_000_000),
+    _P("tracker.id_match_distance", 0.03, "a new keyframe vertex inherits the id of a tracked vertex "
+       "within this distance (m)", lo=1e-6, hi=10.0),
+    _P("tracker.input_correspondences", True, "carry the observed points back to the keyframe time "
+       "every frame (~/input_correspondences; one backward ODE solve per frame)"),
+    _P("tracker.chunk_size", 10_000, "points per network batch / ODE solve", lo=1, hi=10_000_000),
+    _P("tracker.seed", 0, "seed of the input subsampling (reproducible runs)", lo=0, hi=2**31 - 1),
+    _P("tracker.solver.method", "rk4", "ODE solver carrying the vertices between frames",
+       choices=SOLVERS),
+    _P("tracker.solver.step_size", 0.1, "step of the fixed-step solvers, normalised time (1 = one "
+       "window)", lo=1e-4, hi=10.0),
+    _P("tracker.solver.rtol", 1e-3, "relative tolerance of dopri5", lo=1e-12, hi=1.0),
+    _P("tracker.solver.atol", 1e-5, "absolute tolerance of dopri5", lo=1e-12, hi=1.0),
+    _P("tracker.correspondence_solver.method", "midpoint", "ODE solver of the backward solve of the "
+       "observed points", choices=SOLVERS),
+    _P("tracker.correspondence_solver.step_size", 0.25, "its step, normalised time", lo=1e-4, hi=10.0),
+    _P("tracker.meshing.threshold", 0.5, "occupancy probability of the surface", lo=0.001, hi=0.999),
+    _P("tracker.meshing.resolution0", 32, "MISE coarse grid (cells per axis)", lo=4, hi=512),
+    _P("tracker.meshing.upsampling_steps", 2, "MISE refinements (final grid resolution0 * 2^steps)",
+       lo=0, hi=5),
+    _P("tracker.meshing.box_size", 1.1, "edge of the meshed cube, normalised units", lo=0.5, hi=4.0),
+    _P("tracker.meshing.target_vertices", 3000, "decimate keyframe meshes to about this many vertices; "
+       "0: keep the marching-cubes mesh", lo=0, hi=1_000_000),
+    _P("tracker.meshing.largest_component", True, "keep only the largest connected piece of a keyframe "
+       "mesh"),
+    _P("tracker.preprocess.roi_enabled", False, "crop the input to the box roi_min..roi_max (sensor "
+       "frame)"),
+    _P("tracker.preprocess.roi_min", [-1.0, -1.0, 0.0], "region-of-interest box, low corner (m)"),
+    _P("tracker.preprocess.roi_max", [1.0, 1.0, 3.0], "region-of-interest box, high corner (m)"),
+    _P("tracker.preprocess.cluster", "auto", "object selection: nearest (keep the nearest large DBSCAN "
+       "cluster), none (keep everything), auto (nearest when the ROI is off, none when it is on)",
+       choices=CLUSTER_MODES),
+    _P("tracker.preprocess.cluster_eps", 0.05, "DBSCAN radius (m)", lo=1e-4, hi=10.0),
+    _P("tracker.preprocess.cluster_min_points", 3, "DBSCAN min_points (occupied cells)", lo=1,
+       hi=1_000_000),
+    _P("tracker.preprocess.cluster_min_fraction", 0.05, "clusters under this fraction of the largest "
+       "are never selected", lo=1e-6, hi=1.0),
+    _P("tracker.preprocess.remove_plane", False, "remove the dominant plane (floor, table) with RANSAC"),
+    _P("tracker.preprocess.plane_distance", 0.01, "RANSAC inlier distance (m)", lo=1e-5, hi=1.0),
+    _P("tracker.preprocess.plane_min_fraction", 0.2, "remove the plane only if it holds at least this "
+       "fraction of the points", lo=1e-6, hi=1.0),
+    _P("tracker.preprocess.plane_iterations", 200, "RANSAC iterations", lo=1, hi=1_000_000),
+    _P("tracker.preprocess.plane_sample", 5000, "RANSAC runs on at most this many points", lo=3,
+       hi=10_000_000),
+    _P("tracker.preprocess.outlier_neighbors", 20, "statistical outlier removal neighbours; 0: off", lo=0,
+       hi=10_000),
+    _P("tracker.preprocess.outlier_std_ratio", 2.0, "outlier threshold in standard deviations",
+       lo=1e-3, hi=100.0),
+    _P("tracker.preprocess.voxel_size", 0.01, "voxel downsampling edge (m); 0: off", lo=0.0, hi=10.0),
+)
+del _P
+
+PARAMETERS_BY_NAME: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def check_parameter(spec: ParamSpec, value: Any) -> Any:
+    """``value`` checked against ``spec`` (type, range, choices) and normalised (float for doubles, a
+    tuple of 3 floats for a point). Raises NodeConfigError naming the parameter and what is allowed."""
+    def fail(why: str = "") -> NodeConfigError:
+        got = f"{value!r} ({type(value).__name__})"
+        return NodeConfigError(f"parameter '{spec.name}' must be {spec.allowed()}, got {got}{why}")
+
+    kind = spec.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise fail()
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise fail()
+        if spec.choices is not None and value not in spec.choices:
+            raise fail()
+        return value
+    if kind == "double array":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+            raise fail()
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in value):
+            raise fail()
+        return tuple(float(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail()
+    if kind == "integer" and not isinstance(value, int):
+        raise fail(" (write an integer, without a decimal point)")
+    if kind == "double":
+        value = float(value)
+        if not math.isfinite(value):
+            raise fail()
+    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+        raise fail()
+    return value
+
+
+def _checked(values: Mapping[str, Any]) -> Dict[str, Any]:
+    unknown = sorted(set(values) - set(PARAMETERS_BY_NAME))
+    if unknown:
+        raise NodeConfigError(unknown_parameters_message(unknown))
+    out = {}
+    for spec in PARAMETERS:
+        out[spec.name] = check_parameter(spec, values.get(spec.name, spec.default))
+    return out
+
+
+def unknown_parameters_message(names: Sequence[str]) -> str:
+    """'unknown parameter(s) ...' with the closest known name of each (a typo in a YAML file is
+    otherwise silently ignored by ROS)."""
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(PARAMETERS_BY_NAME), n=1, cutoff=0.6)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return (f"unknown parameter(s) {', '.join(parts)}; the node's parameters are listed with their "
+            "defaults in config/reconstruct.yaml")
+
+
+def _group_error(group: str, exc: Exception) -> NodeConfigError:
+    return NodeConfigError(f"parameters 'tracker.{group}*' do not form a valid setting: {exc}")
+
+
+def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
+    """The flat ``tracker.*`` parameters (others ignored; missing ones take their defaults) as a
+    TrackerConfig with its MeshingConfig, PreprocessConfig and solvers. The one place that maps them.
+
+    Raises NodeConfigError naming the parameter (or group) and what is allowed.
+    """
+    v = _checked({k: x for k, x in values.items() if k.startswith("tracker.")})
+    t = "tracker."
+    pre = t + "preprocess."
+    roi = v[pre + "roi_enabled"]
+    if roi and any(a > b for a, b in zip(v[pre + "roi_min"], v[pre + "roi_max"])):
+        raise NodeConfigError(f"parameter '{pre}roi_min' {list(v[pre + 'roi_min'])} must be <= "
+                              f"'{pre}roi_max' {list(v[pre + 'roi_max'])} on every axis")
+    cluster = {"auto": None, "nearest": True, "none": False}[v[pre + "cluster"]]
+    try:
+        preprocess = PreprocessConfig(
+            roi_min=v[pre + "roi_min"] if roi else None, roi_max=v[pre + "roi_max"] if roi else None,
+            cluster=cluster, cluster_eps=v[pre + "cluster_eps"],
+            cluster_min_points=v[pre + "cluster_min_points"],
+            cluster_min_fraction=v[pre + "cluster_min_fraction"], remove_plane=v[pre + "remove_plane"],
+            plane_distance=v[pre + "plane_distance"], plane_min_fraction=v[pre + "plane_min_fraction"],
+            plane_iterations=v[pre + "plane_iterations"], plane_sample=v[pre + "plane_sample"],
+            outlier_neighbors=v[pre + "outlier_neighbors"],
+            outlier_std_ratio=v[pre + "outlier_std_ratio"], voxel_size=v[pre + "voxel_size"],
+            n_points=None)  # the tracker samples the model's own input_points per frame
+    except PreprocessError as e:
+        raise _group_error("preprocess.", e) from None
+    m = t + "meshing."
+    try:
+        meshing = MeshingConfig(
+            threshold=v[m + "threshold"], resolution0=v[m + "resolution0"],
+            upsampling_steps=v[m + "upsampling_steps"], box_size=v[m + "box_size"],
+            target_vertices=v[m + "target_vertices"], largest_component=v[m + "largest_component"])
+    except TrackingError as e:
+        raise _group_error("meshing.", e) from None
+    try:
+        solver = SolverConfig(v[t + "solver.method"], step_size=v[t + "solver.step_size"],
+                              rtol=v[t + "solver.rtol"], atol=v[t + "solver.atol"])
+        correspondence_solver = SolverConfig(v[t + "correspondence_solver.method"],
+                                             step_size=v[t + "correspondence_solver.step_size"])
+    except ModelError as e:
+        raise _group_error("solver", e) from None
+    window = v[t + "window_seconds"]
+    try:
+        return TrackerConfig(
+            window_seconds=window if window > 0 else None, max_frames=v[t + "max_frames"],
+            residual_threshold=v[t + "residual_threshold"], residual_clip=v[t + "residual_clip"],
+            max_gap_seconds=v[t + "max_gap_seconds"], min_points=v[t + "min_points"],
+            id_match_distance=v[t + "id_match_distance"],
+            input_correspondences=v[t + "input_correspondences"], solver=solver,
+            correspondence_solver=correspondence_solver, chunk_size=v[t + "chunk_size"],
+            seed=v[t + "seed"], meshing=meshing, preprocess=preprocess)
+    except TrackingError as e:
+        raise _group_error("", e) from None
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What the node publishes and how the mesh looks; may change while the node runs."""
+
+    publish_mesh: bool = True
+    publish_correspondences: bool = True
+    publish_tracked_mesh: bool = True
+    publish_input_correspondences: bool = True
+    mesh_alpha: float = 1.0
+
+
+def output_options_from_parameters(values: Mapping[str, Any]) -> OutputOptions:
+    """The dynamic ``output.*`` parameters (missing ones: defaults) as OutputOptions."""
+    v = _checked({k: x for k, x in values.items() if k.startswith("output.")})
+    return OutputOptions(
+        publish_mesh=v["output.publish_mesh"],
+        publish_correspondences=v["output.publish_correspondences"],
+        publish_tracked_mesh=v["output.publish_tracked_mesh"],
+        publish_input_correspondences=v["output.publish_input_correspondences"],
+        mesh_alpha=v["output.mesh_alpha"])
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the reconstruct node needs, validated. Times in seconds."""
+
+    model_path: Path
+    model_path_is_default: bool
+    device: str
+    allow_cpu_fallback: bool
+    precision: str
+    threads: int
+    input_qos: str
+    input_depth: int
+    max_jump_seconds: float
+    output: OutputOptions
+    output_depth: int
+    fit_color_box: bool
+    diagnostics_period: float
+    stats_window: float
+    log_period: float
+    tracker: TrackerConfig
+
+
+def _check_device(spec: str) -> str:
+    d = spec.strip().lower()
+    ok = d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())
+    if not ok:
+        raise NodeConfigError(f"parameter 'device' must be {_DEVICE_HINT}, got {spec!r}")
+    return d
+
+
+def node_config_from_parameters(values: Mapping[str, Any]) -> NodeConfig:
+    """Validate the node's flat parameter values (name -> value; missing names take their defaults).
+
+    Raises NodeConfigError for an unknown name, a wrong type, a value out of range, or settings that
+    do not fit together; the message names the parameter and the allowed values.
+    """
+    v = _checked(values)
+    model_value = v["model_path"]
+    return NodeConfig(
+        model_path=resolve_model_path(model_value),
+        model_path_is_default=not model_value.strip(),
+        device=_check_device(v["device"]),
+        allow_cpu_fallback=v["allow_cpu_fallback"],
+        precision=v["precision"],
+        threads=v["threads"],
+        input_qos=v["input.qos"],
+        input_depth=v["input.depth"],
+        max_jump_seconds=v["input.max_jump_seconds"],
+        output=output_options_from_parameters(v),
+        output_depth=v["output.depth"],
+        fit_color_box=v["output.fit_color_box"],
+        diagnostics_period=v["diagnostics.period"],
+        stats_window=v["diagnostics.window"],
+        log_period=v["log_period"],
+        tracker=tracker_config_from_parameters(v),
+    )

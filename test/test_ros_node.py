@@ -1,0 +1,391 @@
+"""The reconstruct node started as users start it (its own process, real Fast DDS): outputs, bad input, bad setup, shutdown.
+
+The node runs ``python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml ...`` with
+the ball-and-drift network of test/analytic_models.py saved as a checkpoint (a trained model does not
+exist yet), and this process streams a ray-cast sphere as organized PointCloud2 (NaN and zero pixels
+included) at ~30 Hz and listens to what the node publishes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import pytest
+from conftest import REPO
+from diagnostic_msgs.msg import DiagnosticArray
+from node_peer import FRAME_ID, save_ball_checkpoint, sphere_message, sweep_time
+from occflow_ros_msgs.msg import TrackedMesh
+from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import Marker, MarkerArray
+
+from occflow_ros.ros import read_tracked_mesh_msg
+from occflow_ros.ros.conversions import stamp_to_ns
+
+RELIABLE = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10,
+                      reliability=QoSReliabilityPolicy.RELIABLE)
+SWEEP = 2.0  # seconds of one left-to-right sweep of the sphere (then it jumps back)
+FAST = [  # coarse keyframes (~50 ms here) and a keyframe every 4 frames: several segments per second
+    "-p", "threads:=1", "-p", "device:=cpu", "-p", "tracker.max_frames:=4",
+    "-p", "tracker.residual_threshold:=0.0", "-p", "tracker.meshing.resolution0:=16",
+    "-p", "tracker.meshing.upsampling_steps:=1", "-p", "tracker.meshing.target_vertices:=0",
+    "-p", "input.depth:=10", "-p", "input.max_jump_seconds:=2.0", "-p", "diagnostics.period:=0.2",
+    "-p", "log_period:=1.0",
+]
+
+
+class NodeProcess:
+    """``python -m occflow_ros.ros.node --ros-args ...`` with its output in a log file."""
+
+    def __init__(self, ros_args: List[str], log_path: Path) -> None:
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args",
+               "--params-file", str(REPO / "config" / "reconstruct.yaml"), *ros_args]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                         env=dict(os.environ))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.log()
+            time.sleep(0.05)
+        return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_node(tmp: Path, model: Path, name: str, *extra: str) -> NodeProcess:
+    ns = f"/occflow_test_{uuid.uuid4().hex[:8]}"
+    node = NodeProcess(["-p", f"model_path:={model}", "-r", f"__ns:={ns}",
+                        "-r", f"points:={ns}/camera/points", *FAST, *extra], tmp / f"{name}.log")
+    node.ns = ns
+    node.input_topic = f"{ns}/camera/points"
+    node.model = model
+    return node
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return save_ball_checkpoint(tmp_path_factory.mktemp("model") / "ball.pt")
+
+
+@pytest.fixture(scope="module")
+def running_node(tmp_path_factory, model_file):
+    """One node process shared by the streaming tests (the last test stops it with SIGTERM)."""
+    node = start_node(tmp_path_factory.mktemp("node"), model_file, "node")
+    try:
+        assert node.wait_for("ready:", 90), f"node did not start:\n{node.log()}"
+        yield node
+    finally:
+        node.kill()
+
+
+def diagnostics_of(msg: DiagnosticArray, ns: str) -> Optional[Dict[str, str]]:
+    """The key/values of our node's status in a DiagnosticArray (other nodes' statuses ignored)."""
+    for status in msg.status:
+        if status.name == f"occflow_ros: {ns}/occflow_reconstruct":
+            return {"message": status.message, **{kv.key: kv.value for kv in status.values}}
+    return None
+
+
+class Session:
+    """A listener node in this process: streams the sphere to the node under test and records its outputs."""
+
+    def __init__(self, make_node, spin_until, node: NodeProcess) -> None:
+        self.spin_until, self.target = spin_until, node
+        self.ros = make_node(f"tester_{uuid.uuid4().hex[:8]}")
+        out = f"{node.ns}/occflow_reconstruct"
+        self.markers: List[bytes] = []
+        self.correspondences: List[PointCloud2] = []
+        self.tracked: List[TrackedMesh] = []
+        self.input_correspondences: List[PointCloud2] = []
+        self.diagnostics: List[Dict[str, str]] = []
+        self.ros.create_subscription(MarkerArray, f"{out}/mesh", self.markers.append, RELIABLE, raw=True)
+        self.ros.create_subscription(PointCloud2, f"{out}/correspondences", self.correspondences.append,
+                                     RELIABLE)
+        self.ros.create_subscription(TrackedMesh, f"{out}/tracked_mesh", self.tracked.append, RELIABLE)
+        self.ros.create_subscription(PointCloud2, f"{out}/input_correspondences",
+                                     self.input_correspondences.append, RELIABLE)
+        self.ros.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.publisher = self.ros.create_publisher(PointCloud2, node.input_topic, qos_profile_sensor_data)
+        self.rng = np.random.default_rng(0)
+        self.start_ns = self.ros.get_clock().now().nanoseconds
+        self.sent: Dict[int, str] = {}  # stamp ns -> frame_id of every cloud sent
+        self.streaming = True
+        self.frame_id = FRAME_ID
+        self.stamp_offset_ns = 0
+        self.ros.create_timer(1 / 30, self._tick)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        values = diagnostics_of(msg, self.target.ns)
+        if values is not None:
+            self.diagnostics.append(values)
+
+    def elapsed(self, stamp_ns: int) -> float:
+        return (stamp_ns - self.start_ns) / 1e9
+
+    def send(self, *, frame_id: Optional[str] = None) -> int:
+        """Publish the sphere now (stamp: this node's clock + stamp_offset_ns); returns the stamp in ns."""
+        now = self.ros.get_clock().now().nanoseconds
+        stamp = now + self.stamp_offset_ns
+        frame = frame_id or self.frame_id
+        self.publisher.publish(sphere_message(stamp, sweep_time(self.elapsed(now), SWEEP), frame,
+                                              rng=self.rng))
+        self.sent[stamp] = frame
+        return stamp
+
+    def _tick(self) -> None:
+        if self.streaming:
+            self.send()
+
+    def spin(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+        return self.spin_until([self.ros], lambda: predicate() or self.target.proc.poll() is not None,
+                               timeout=timeout) and self.target.proc.poll() is None
+
+    def last_diagnostics(self) -> Dict[str, str]:
+        return self.diagnostics[-1] if self.diagnostics else {}
+
+    def count(self, key: str) -> int:
+        return int(self.last_diagnostics().get(key, "0"))
+
+    def fresh_diagnostics(self, timeout: float = 10.0) -> Dict[str, str]:
+        """The first status published after now (counters read before may be stale)."""
+        n = len(self.diagnostics)
+        assert self.spin(lambda: len(self.diagnostics) > n, timeout), self.target.log()
+        return self.diagnostics[-1]
+
+    def assert_sent_header(self, header) -> None:
+        stamp = stamp_to_ns(header.stamp)
+        assert stamp in self.sent, f"output stamp {stamp} is not the stamp of any cloud sent"
+        assert header.frame_id == self.sent[stamp]
+
+
+def test_node_publishes_every_output_with_the_input_header_and_vertex_ids_that_persist(
+        running_node, make_node, spin_until):
+    s = Session(make_node, spin_until, running_node)
+
+    def segments() -> List[List[TrackedMesh]]:
+        groups: List[List[TrackedMesh]] = []
+        for msg in s.tracked:
+            if groups and groups[-1][0].keyframe_id == msg.keyframe_id:
+                groups[-1].append(msg)
+            else:
+                groups.append([msg])
+        return groups
+
+    def enough() -> bool:
+        multi = [g for g in segments() if len(g) >= 2]
+        return (len(multi) >= 3 and bool(s.markers) and bool(s.correspondences)
+                and bool(s.input_correspondences)
+                and int(s.last_diagnostics().get("frames_processed", "0")) > 0)
+
+    assert s.spin(enough, timeout=40), (
+        f"outputs: {len(s.markers)} markers, {len(s.correspondences)} correspondences, {len(s.tracked)} "
+        f"tracked meshes, {len(s.input_correspondences)} input correspondences, diagnostics "
+        f"{s.last_diagnostics()}\nnode log:\n{running_node.log()}")
+
+    # the mesh marker: one TRIANGLE_LIST with per-corner colours, in the input cloud's frame and stamp
+    marker_array = deserialize_message(s.markers[-1], MarkerArray)
+    (mesh_marker,) = [m for m in marker_array.markers if m.action == Marker.ADD]
+    s.assert_sent_header(mesh_marker.header)
+    assert mesh_marker.type == Marker.TRIANGLE_LIST
+    assert len(mesh_marker.points) > 0 and len(mesh_marker.points) % 3 == 0
+    assert len(mesh_marker.colors) == len(mesh_marker.points)
+
+    for cloud in s.correspondences + s.input_correspondences:
+        s.assert_sent_header(cloud.header)
+    assert {"x", "y", "z", "vertex_id", "x0", "y0", "z0"} <= {f.name for f in s.correspondences[-1].fields}
+    assert s.correspondences[-1].width > 0
+    assert {"x", "y", "z", "xk", "yk", "zk"} <= {f.name for f in s.input_correspondences[-1].fields}
+    assert s.input_correspondences[-1].width > 0
+
+    for msg in s.tracked:
+        s.assert_sent_header(msg.header)
+    groups = segments()
+    for group in groups:  # within a keyframe segment: same topology and ids, vertices move
+        first = read_tracked_mesh_msg(group[0])
+        for msg in group[1:]:
+            arrays = read_tracked_mesh_msg(msg)
+            assert np.array_equal(arrays.vertex_ids, first.vertex_ids)
+            assert np.array_equal(arrays.triangles, first.triangles)
+            if stamp_to_ns(msg.header.stamp) != stamp_to_ns(group[0].header.stamp):
+                assert not np.array_equal(arrays.vertices, first.vertices), "vertices did not move"
+    # across keyframes of one sweep (the sphere is where the tracked mesh is): most ids carry over
+    carried = 0
+    for before, after in zip(groups, groups[1:]):
+        t0, t1 = (s.elapsed(stamp_to_ns(g[0].keyframe_stamp)) for g in (before, after))
+        if int(t0 // SWEEP) != int(t1 // SWEEP):
+            continue  # the sphere jumped back between these keyframes: new surface, new ids
+        old = read_tracked_mesh_msg(before[-1]).vertex_ids
+        new = read_tracked_mesh_msg(after[0]).vertex_ids
+        assert np.isin(new, old).mean() >= 0.5, "a new keyframe did not inherit the tracked ids"
+        carried += 1
+    assert carried >= 1, "no two consecutive keyframes of one sweep were received"
+    assert len({m.keyframe_id for m in s.tracked}) >= 3, "at least two keyframes after the first"
+
+    d = s.fresh_diagnostics()
+    assert d["device"] == "cpu" and d["model_path"] == str(running_node.model)
+    assert int(d["frames_processed"]) > 0 and int(d["keyframes"]) >= 3
+    assert float(d["processed_rate_hz"]) > 0 and float(d["input_rate_hz"]) > 0
+    assert 0 < float(d["latency_p50_ms"]) <= float(d["latency_p95_ms"])
+    assert d["input_topic"] == running_node.input_topic
+
+
+def test_malformed_and_undecodable_messages_are_rejected_counted_and_the_next_good_frame_is_processed(
+        running_node, make_node, spin_until):
+    s = Session(make_node, spin_until, running_node)
+    s.streaming = False
+    base = int(s.fresh_diagnostics().get("rejected_messages", "0"))
+
+    bad = sphere_message(s.ros.get_clock().now().nanoseconds, 0.0)
+    bad.fields = [f for f in bad.fields if f.name != "z"]  # a cloud without z
+    garbage = b"\x00\x01\x00\x00" + bytes(range(256)) * 4  # not a PointCloud2 at all
+    for message, words in ((bad, "has no field 'z'"), (garbage, "not a decodable")):
+        # send until the node has taken it (a newer message would replace it in the node's mailbox)
+        sent_at = [0.0]
+
+        def taken(message=message, words=words) -> bool:
+            if time.monotonic() - sent_at[0] > 0.3:
+                s.publisher.publish(message)
+                sent_at[0] = time.monotonic()
+            return words in s.last_diagnostics().get("last_rejection", "")
+
+        assert s.spin(taken, timeout=20), f"{words!r} never rejected:\n{running_node.log()}"
+    assert s.count("rejected_messages") >= base + 2
+
+    s.streaming = True  # the node keeps going
+    after = s.ros.get_clock().now().nanoseconds
+    assert s.spin(lambda: any(stamp_to_ns(m.header.stamp) > after for m in s.tracked), timeout=20), \
+        running_node.log()
+    log = running_node.log()
+    assert "rejected a message on" in log and "has no field 'z'" in log
+    assert running_node.proc.poll() is None
+
+
+def test_frame_change_and_stamps_back_or_far_ahead_reset_the_tracker_and_processing_goes_on(
+        running_node, make_node, spin_until):
+    s = Session(make_node, spin_until, running_node)
+    base = int(s.fresh_diagnostics().get("resets", "0"))
+
+    def reset_and_output(words: str, resets: int) -> None:
+        """Wait for a reset saying ``words`` and for an output of a cloud sent after the change."""
+        before = set(s.sent)
+
+        def done() -> bool:
+            d = s.last_diagnostics()
+            new = [m for m in s.tracked if stamp_to_ns(m.header.stamp) not in before]
+            return (words in d.get("last_reset", "") and int(d.get("resets", "0")) >= resets
+                    and bool(new) and all(m.header.frame_id == s.frame_id for m in new))
+
+        assert s.spin(done, timeout=20), f"{words!r}: {s.last_diagnostics()}\n{running_node.log()}"
+
+    s.frame_id = "other_camera_frame"
+    reset_and_output("frame_id changed from 'camera_depth_optical_frame' to 'other_camera_frame'",
+                     base + 1)
+    s.stamp_offset_ns = -5 * 10**9
+    reset_and_output("stamp went backwards", base + 2)
+    s.stamp_offset_ns = 0  # +5 s: more than input.max_jump_seconds (2 s)
+    reset_and_output("stamp jumped ahead", base + 3)
+    assert "tracker reset" in running_node.log()
+
+
+def test_a_burst_keeps_only_the_newest_cloud_and_counts_the_replaced_ones_as_dropped(
+        running_node, make_node, spin_until):
+    s = Session(make_node, spin_until, running_node)
+    s.streaming = False
+    base = int(s.fresh_diagnostics().get("dropped_frames", "0"))
+    burst = [s.send() for _ in range(8)]  # back to back: far faster than the node processes them
+    assert s.spin(lambda: any(stamp_to_ns(m.header.stamp) == burst[-1] for m in s.tracked), 20), \
+        running_node.log()
+    assert s.spin(lambda: s.count("dropped_frames") > base, timeout=10)
+    processed = {stamp_to_ns(m.header.stamp) for m in s.tracked} & set(burst)
+    assert len(processed) < len(burst), "every cloud of the burst was processed: nothing was dropped"
+
+
+def test_sigterm_stops_the_node_within_2_s_with_exit_code_0(running_node, make_node, spin_until):
+    s = Session(make_node, spin_until, running_node)
+    n = len(s.tracked)
+    assert s.spin(lambda: len(s.tracked) > n + 3, timeout=20), running_node.log()  # busy: streaming
+    started = time.monotonic()
+    running_node.proc.send_signal(signal.SIGTERM)
+    s.spin_until([s.ros], lambda: running_node.proc.poll() is not None, timeout=10)
+    took = time.monotonic() - started
+    assert running_node.proc.poll() == 0, running_node.log()
+    assert took < 2.0, f"took {took:.2f} s to stop"
+    assert "shut down cleanly" in running_node.log()
+
+
+# -- start-up failures: one clear error line and a non-zero exit ------------------------------------
+
+# The process-level cases: exit status and the single error line. Every other bad parameter and model
+# is refused by the same code paths, tested in-process in test_ros_node_config.py.
+BAD_STARTS = {
+    # case: (extra ros args, exit status, words the error line must contain)
+    "missing_model": (["-p", "model_path:={tmp}/missing.pt"], 1,
+                      ["parameter 'model_path'", "missing.pt: no such checkpoint file"]),
+    "out_of_range": (["-p", "tracker.max_frames:=1"], 2,
+                     ["parameter 'tracker.max_frames' must be an integer in [2, 100000]"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_starts(tmp_path_factory, model_file):
+    """Every failing start at once (they import torch in parallel), plus a good node to SIGINT."""
+    tmp = tmp_path_factory.mktemp("bad")
+    procs = {}
+    try:
+        for case, (extra, _, _) in BAD_STARTS.items():
+            args = [a.replace("{tmp}", str(tmp)) for a in extra]
+            procs[case] = start_node(tmp, model_file, case, *args)
+        procs["sigint"] = start_node(tmp, model_file, "sigint")
+        yield procs
+    finally:
+        for p in procs.values():
+            p.kill()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STARTS))
+def test_a_bad_setup_exits_non_zero_with_one_clear_error(bad_starts, case):
+    node = bad_starts[case]
+    _, code, words = BAD_STARTS[case]
+    try:
+        rc = node.proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{case}: the node did not exit:\n{node.log()}")
+    log = node.log()
+    assert rc == code, log
+    errors = [line for line in log.splitlines() if line.startswith("[ERROR]")]
+    assert len(errors) == 1, log
+    for w in words:
+        assert w in errors[0], f"{w!r} not in {errors[0]!r}"
+    assert "ready:" not in log
+
+
+def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(bad_starts):
+    node = bad_starts["sigint"]
+    assert node.wait_for("ready:", 90), node.log()
+    started = time.monotonic()
+    node.proc.send_signal(signal.SIGINT)
+    rc = node.proc.wait(timeout=10)
+    took = time.monotonic() - started
+    assert rc == 0 and took < 2.0, f"exit {rc} after {took:.2f} s:\n{node.log()}"
+    assert "shut down cleanly" in node.log()
