@@ -269,8 +269,11 @@ class BreathingBlob(DeformedShape):
             raise ShapeError("BreathingBlob.bump_amplitudes must be in [0, 0.6]")
         if np.any(self.bump_sharpness <= 0):
             raise ShapeError("BreathingBlob.bump_sharpness must be > 0")
-        self.bump_directions = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
-        self.bump_axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
+        if np.any(np.linalg.norm(dirs, axis=1) < 1e-9) or np.any(np.linalg.norm(axes, axis=1) < 1e-9):
+            raise ShapeError("BreathingBlob bump directions and axes must be non-zero vectors")
+        self.bump_directions, self.bump_axes = dirs, axes      # as given (provenance); unit copies below
+        self._dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+        self._axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
         bottom = 1.0 - self.breath
         self.centre = np.array([0.0, 0.0, self.semi[2] * (1.0 + self.breath + self.bump_amplitudes.sum())])
         if bottom <= 0.5:
@@ -324,8 +327,8 @@ class BreathingBlob(DeformedShape):
     def _bumps(self, t: float) -> np.ndarray:
         """Current bump directions (K, 3): ``m_k`` turned about ``axis_k`` by ``spin_k * t`` (Rodrigues)."""
         ang = self.bump_spins * t
-        k = self.bump_axes
-        m = self.bump_directions
+        k = self._axes
+        m = self._dirs
         c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
         return m * c + np.cross(k, m) * s + k * np.sum(k * m, axis=1, keepdims=True) * (1 - c)
 

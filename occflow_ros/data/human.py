@@ -548,6 +548,10 @@ class Human(DeformedShape):
     def parameters(self) -> dict:
         return {"body": asdict(self.body), "motion": asdict(self.motion)}
 
+    def rest_joints(self) -> dict[str, np.ndarray]:
+        """Canonical (rest-pose) positions (3,) of the skeleton's joints (bone heads), metres."""
+        return {b: self._geo.joints[i].copy() for i, b in enumerate(BONES)}
+
     def joints(self, t: float) -> dict[str, np.ndarray]:
         """World positions (3,) of the skeleton's joints at ``t`` (bone heads), metres."""
         rots, trans, _, _ = self._state(float(t))

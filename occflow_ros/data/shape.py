@@ -236,11 +236,15 @@ class DeformedShape(Shape4D):
         return self._duration
 
     def describe(self) -> dict:
+        gm = asdict(self.global_motion)
+        gm["drift"] = list(gm["drift"])
         return {
             "family": self.family,
             "motion": self.motion_name(),
             "seed": self.seed,
-            "parameters": {**self.parameters(), "global_motion": asdict(self.global_motion)},
+            "duration": self.duration,
+            "mesh_voxel": self.mesh_voxel,
+            "parameters": {**self.parameters(), "global_motion": gm},
         }
 
     def canonical_sdf(self, material: np.ndarray) -> np.ndarray:
