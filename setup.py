@@ -39,6 +39,8 @@ setup(
     entry_points={
         "console_scripts": [
             "reconstruct = occflow_ros.ros.node:main",
+            "occflow-train = occflow_ros.cli:train_main",
+            "occflow-make-dataset = occflow_ros.cli:make_dataset_main",
         ],
     },
 )
