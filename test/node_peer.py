@@ -85,6 +85,29 @@ def save_ball_checkpoint(path: Path, *, radius: float = RADIUS, depth: float = D
     return save_checkpoint(path, model, training={"dataset": "analytic ball (tests)"}, overwrite=True)
 
 
+def save_faulty_checkpoint(path: Path, blow_up_after: float = 0.5) -> Path:
+    """The ball checkpoint with a velocity field that is zero until ``blow_up_after`` (normalised time,
+    i.e. windows after the keyframe) and infinite after it: an adaptive solver (dopri5) then fails
+    inside the tracker (AssertionError: underflow in dt), the way a diverging trained model would."""
+    import torch
+    from analytic_models import CONFIG, ball_and_drift_model
+
+    from occflow_ros.model import save_checkpoint
+
+    scale, dz = visible_cap_normalization()
+    model = ball_and_drift_model(radius=RADIUS / scale, center=(0.0, 0.0, dz / scale),
+                                 velocity=(SPEED * CONFIG.window_seconds / scale, 0.0, 0.0))
+    v = model.velocity
+    with torch.no_grad():  # hidden unit 0 = t - blow_up_after, amplified to inf when positive
+        v.fc_in.weight[0, 3] = 1.0
+        v.fc_in.bias[0] = -blow_up_after
+        v.blocks[0].fc0.weight[0, 0] = 1e30
+        v.blocks[0].fc1.weight[0, 0] = 1e30
+        v.fc_out.weight[0, 0] = 1.0
+    return save_checkpoint(path, model, training={"dataset": "faulty analytic ball (tests)"},
+                           overwrite=True)
+
+
 def sweep_time(t: float, period: float = 2.0) -> float:
     """Time folded into [-period/2, period/2): the sphere sweeps x from -SPEED*period/2 to +SPEED*period/2
     (staying in view) and then jumps back, which the tracker sees as a big residual (a keyframe)."""
@@ -108,6 +131,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--topic", default="/sphere/points")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--node", default="/occflow_reconstruct",
+                        help="subscribe (raw, not decoded) to this node's outputs, so it builds them all")
     args = parser.parse_args(argv)
     if args.checkpoint is not None:
         print(save_ball_checkpoint(args.checkpoint))
@@ -130,6 +155,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 last.update({kv.key: kv.value for kv in status.values})
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    from occflow_ros_msgs.msg import TrackedMesh
+    from visualization_msgs.msg import MarkerArray
+
+    received = {"mesh": 0, "correspondences": 0, "tracked_mesh": 0, "input_correspondences": 0}
+    for name, msg_type in (("mesh", MarkerArray), ("correspondences", PointCloud2),
+                           ("tracked_mesh", TrackedMesh), ("input_correspondences", PointCloud2)):
+        node.create_subscription(msg_type, f"{args.node}/{name}",
+                                 lambda _msg, name=name: received.__setitem__(name, received[name] + 1),
+                                 1, raw=True)
     rng = np.random.default_rng(0)
     start = node.get_clock().now().nanoseconds
 
@@ -147,6 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "processing_p50_ms", "processing_p95_ms", "frames_received", "frames_processed",
                 "dropped_frames", "keyframes", "resets", "held_frames", "rejected_messages"):
         print(f"{key}: {last.get(key, 'n/a')}")
+    print("messages received:", received)
     node.destroy_node()
     rclpy.shutdown()
     return 0

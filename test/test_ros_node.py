@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 from diagnostic_msgs.msg import DiagnosticArray
-from node_peer import FRAME_ID, save_ball_checkpoint, sphere_message, sweep_time
+from node_peer import FRAME_ID, save_ball_checkpoint, save_faulty_checkpoint, sphere_message, sweep_time
 from occflow_ros_msgs.msg import TrackedMesh
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -248,6 +248,10 @@ def test_node_publishes_every_output_with_the_input_header_and_vertex_ids_that_p
     assert float(d["processed_rate_hz"]) > 0 and float(d["input_rate_hz"]) > 0
     assert 0 < float(d["latency_p50_ms"]) <= float(d["latency_p95_ms"])
     assert d["input_topic"] == running_node.input_topic
+    log = running_node.log()
+    assert f"input: {running_node.input_topic} (sensor_msgs/PointCloud2), QoS sensor_data" in log
+    assert "best effort" in log and "README, 'DDS and large clouds'" in log
+    assert "warm-up on cpu: keyframe" in log and "tracker reset" in log
 
 
 def test_malformed_and_undecodable_messages_are_rejected_counted_and_the_next_good_frame_is_processed(
@@ -348,15 +352,19 @@ BAD_STARTS = {
 
 
 @pytest.fixture(scope="module")
-def bad_starts(tmp_path_factory, model_file):
-    """Every failing start at once (they import torch in parallel), plus a good node to SIGINT."""
-    tmp = tmp_path_factory.mktemp("bad")
+def side_nodes(tmp_path_factory, model_file):
+    """Every failing start, a node to SIGINT and one with a model that fails inside the tracker, all
+    started at once (they import torch in parallel)."""
+    tmp = tmp_path_factory.mktemp("side")
     procs = {}
     try:
         for case, (extra, _, _) in BAD_STARTS.items():
             args = [a.replace("{tmp}", str(tmp)) for a in extra]
             procs[case] = start_node(tmp, model_file, case, *args)
         procs["sigint"] = start_node(tmp, model_file, "sigint")
+        # a segment long enough to pass t = 0.5 (the faulty field's blow-up), solved with dopri5
+        procs["faulty"] = start_node(tmp, save_faulty_checkpoint(tmp / "faulty.pt"), "faulty",
+                                     "-p", "tracker.max_frames:=30", "-p", "tracker.solver.method:=dopri5")
         yield procs
     finally:
         for p in procs.values():
@@ -364,8 +372,8 @@ def bad_starts(tmp_path_factory, model_file):
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STARTS))
-def test_a_bad_setup_exits_non_zero_with_one_clear_error(bad_starts, case):
-    node = bad_starts[case]
+def test_a_bad_setup_exits_non_zero_with_one_clear_error(side_nodes, case):
+    node = side_nodes[case]
     _, code, words = BAD_STARTS[case]
     try:
         rc = node.proc.wait(timeout=90)
@@ -380,8 +388,8 @@ def test_a_bad_setup_exits_non_zero_with_one_clear_error(bad_starts, case):
     assert "ready:" not in log
 
 
-def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(bad_starts):
-    node = bad_starts["sigint"]
+def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(side_nodes):
+    node = side_nodes["sigint"]
     assert node.wait_for("ready:", 90), node.log()
     started = time.monotonic()
     node.proc.send_signal(signal.SIGINT)
@@ -389,3 +397,20 @@ def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(bad_starts):
     took = time.monotonic() - started
     assert rc == 0 and took < 2.0, f"exit {rc} after {took:.2f} s:\n{node.log()}"
     assert "shut down cleanly" in node.log()
+
+
+def test_an_exception_inside_the_tracker_is_logged_with_context_and_the_node_goes_on(
+        side_nodes, make_node, spin_until):
+    node = side_nodes["faulty"]
+    assert node.wait_for("ready:", 90), node.log()
+    s = Session(make_node, spin_until, node)
+    assert s.spin(lambda: s.count("tracker_errors") >= 1, timeout=30), \
+        f"{s.last_diagnostics()}\n{node.log()}"
+    d = s.last_diagnostics()
+    assert "AssertionError" in d["last_tracker_error"] and int(d["resets"]) >= 1
+    after = s.ros.get_clock().now().nanoseconds
+    assert s.spin(lambda: any(stamp_to_ns(m.header.stamp) > after for m in s.tracked), 20), node.log()
+    log = node.log()
+    assert "tracker failed on the frame of stamp" in log and "valid points" in log
+    assert f"frame '{FRAME_ID}'" in log and "tracker reset, continuing" in log
+    assert node.proc.poll() is None

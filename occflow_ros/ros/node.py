@@ -203,10 +203,11 @@ class ReconstructNode(Node):
                      else f"reliable (keep last {cfg.input_depth})")
         self.get_logger().info(f"input: {self.input_topic} (sensor_msgs/PointCloud2), QoS {qos_words}")
         if best_effort:
-            if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get(
-                    "FASTDDS_BUILTIN_TRANSPORTS"):
-                self.get_logger().info("input QoS is best effort; a Fast DDS profile / transport is set "
-                                       "in the environment, as large clouds need")
+            configured = [k for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+                          if os.environ.get(k)]
+            if configured:  # probably set up as the note says: say it once, not as a warning
+                self.get_logger().info(f"input QoS is best effort ({', '.join(configured)} set): "
+                                       + _LARGE_CLOUD_NOTE)
             else:
                 self.get_logger().warning("input QoS is best effort: " + _LARGE_CLOUD_NOTE)
 
