@@ -1,12 +1,13 @@
 """Helpers for the reconstruct-node tests: a ray-cast sphere as an organized depth cloud, the ball model's checkpoint.
 
-Also a script that streams the sphere to a running node and prints what its /diagnostics say (the numbers
-quoted for the node's rate and latency come from it):
+Also a script that streams the sphere to a running node, subscribes to all its outputs (so it builds
+them all) and prints what its /diagnostics say at the end (the rate and latency numbers quoted for the
+node come from it):
 
     . tools/env.sh
-    python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml \\
+    python test/node_peer.py --checkpoint /tmp/ball.pt      # write the ball checkpoint, exit
+    python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml \
         -p model_path:=/tmp/ball.pt -p threads:=1 -r points:=/sphere/points &
-    python test/node_peer.py --checkpoint /tmp/ball.pt   # writes the checkpoint first if missing
     python test/node_peer.py --topic /sphere/points --seconds 20 --rate 30
 """
 
