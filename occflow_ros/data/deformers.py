@@ -92,11 +92,11 @@ class BendingBar(DeformedShape):
         return {k: getattr(self, k) for k in ("length", "r_bottom", "r_top", "curvature", "frequency",
                                               "phase", "azimuth0", "azimuth_rate")}
 
-    def canonical_field(self, material):
+    def canonical_field(self, material: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d, g = self._cone.evaluate(material[:, None, :])
         return d[:, 0], g[:, 0]
 
-    def canonical_box(self):
+    def canonical_box(self) -> tuple[np.ndarray, np.ndarray]:
         m = 0.03 + 3 * self.mesh_voxel
         r = max(self.r_bottom, self.r_top)
         return np.array([-r - m, -r - m, -m]), np.array([r + m, r + m, self.length + m])
@@ -105,7 +105,8 @@ class BendingBar(DeformedShape):
         kappa = self.curvature * np.sin(_TWO_PI * self.frequency * t + self.phase)
         return kappa, _rz(self.azimuth0 + self.azimuth_rate * t)
 
-    def deform(self, material, t, jacobian=False):
+    def deform(self, material: np.ndarray, t: float, jacobian: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         kappa, rot = self._state(t)
         p = material @ rot                      # into the bend frame (bend in its x-z plane)
         x, z = p[:, 0], p[:, 2]
@@ -126,7 +127,7 @@ class BendingBar(DeformedShape):
         jb[:, 2, 0], jb[:, 2, 2] = -sin, k * cos
         return y, np.einsum("ij,mjk,lk->mil", rot, jb, rot)
 
-    def inverse_candidates(self, y, t):
+    def inverse_candidates(self, y: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         kappa, rot = self._state(t)
         q = y @ rot
         if abs(kappa) < 1e-8:
@@ -202,11 +203,11 @@ class TwistingBox(DeformedShape):
         a, b, c = self.semi
         return float(8 * a * b * c * gamma(1 + 1 / p) ** 3 / gamma(1 + 3 / p))
 
-    def canonical_field(self, material):
+    def canonical_field(self, material: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d, g = self._sq.evaluate(material[:, None, :])
         return d[:, 0], g[:, 0]
 
-    def canonical_box(self):
+    def canonical_box(self) -> tuple[np.ndarray, np.ndarray]:
         m = 0.03 + 3 * self.mesh_voxel
         a, b, c = self.semi
         return np.array([-a - m, -b - m, -m]), np.array([a + m, b + m, 2 * c + m])
@@ -214,7 +215,8 @@ class TwistingBox(DeformedShape):
     def _rate(self, t: float) -> float:
         return self.twist * np.sin(_TWO_PI * self.frequency * t + self.phase) / (2.0 * self.semi[2])
 
-    def deform(self, material, t, jacobian=False):
+    def deform(self, material: np.ndarray, t: float, jacobian: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         rate = self._rate(t)
         ang = rate * material[:, 2]
         c, s = np.cos(ang), np.sin(ang)
@@ -229,7 +231,7 @@ class TwistingBox(DeformedShape):
         jac[:, 2, 2] = 1.0
         return out, jac
 
-    def inverse_candidates(self, y, t):
+    def inverse_candidates(self, y: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         ang = -self._rate(t) * y[:, 2]
         c, s = np.cos(ang), np.sin(ang)
         p = np.stack([c * y[:, 0] - s * y[:, 1], s * y[:, 0] + c * y[:, 1], y[:, 2]], axis=1)
@@ -315,11 +317,11 @@ class BreathingBlob(DeformedShape):
                 "bump_directions": self.bump_directions.tolist(), "bump_axes": self.bump_axes.tolist(),
                 "bump_spins": self.bump_spins.tolist()}
 
-    def canonical_field(self, material):
+    def canonical_field(self, material: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d, g = self._ell.evaluate(material[:, None, :])
         return d[:, 0], g[:, 0]
 
-    def canonical_box(self):
+    def canonical_box(self) -> tuple[np.ndarray, np.ndarray]:
         m = 0.03 + 3 * self.mesh_voxel
         s = np.asarray(self.semi)
         return self.centre - s - m, self.centre + s + m
@@ -346,7 +348,8 @@ class BreathingBlob(DeformedShape):
         rho = np.linalg.norm(d, axis=1, keepdims=True)
         return np.where(rho > 1e-15, d / np.maximum(rho, 1e-300), np.array([0.0, 0.0, 1.0]))
 
-    def deform(self, material, t, jacobian=False):
+    def deform(self, material: np.ndarray, t: float, jacobian: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         d = material - self.centre
         u = self._directions(d)
         beta, g = self._beta(u, t)
@@ -356,7 +359,7 @@ class BreathingBlob(DeformedShape):
         jac = (1.0 + beta)[:, None, None] * np.eye(3) + u[:, :, None] * g[:, None, :]
         return y, jac
 
-    def inverse_candidates(self, y, t):
+    def inverse_candidates(self, y: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         d = y - self.centre
         beta, _ = self._beta(self._directions(d), t)
         return (self.centre + d / (1.0 + beta)[:, None])[None], np.ones((1, len(y)), dtype=bool)

@@ -364,7 +364,7 @@ def _punching(pose: _Pose, c: float, u: float, extra: dict) -> None:
     for s in ("l", "r"):
         p = punch[s]
         pose.arm(s, (20 - 8 * p) * _DEG, (35 + 45 * min(u, 1.0) * p) * _DEG,
-                 max(100 - 90 * u * p, 3.0) * _DEG, clavicle=8 * min(u, 1.2) * p * _DEG,
+                 (100 - 92 * min(u, 1.0) * p) * _DEG, clavicle=8 * min(u, 1.2) * p * _DEG,
                  protraction=18 * min(u, 1.2) * p * _DEG)
         pose.leg(s, 6 * _DEG, 12 * _DEG, ankle_pitch=-6 * _DEG)
     twist = -u * 15 * _DEG * (punch["l"] - punch["r"])
@@ -574,7 +574,7 @@ class Human(DeformedShape):
         return np.concatenate([self._geo.cones.evaluate(x[:, :nc], False)[0],
                                self._geo.ellipsoids.evaluate(x[:, nc:], False)[0]], axis=1)
 
-    def canonical_field(self, material):
+    def canonical_field(self, material: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out_s = np.empty(len(material))
         out_g = np.empty((len(material), 3))
         for sl in _chunks(len(material)):
@@ -582,13 +582,13 @@ class Human(DeformedShape):
             out_s[sl], out_g[sl] = smooth_union(d, g, self._k)
         return out_s, out_g
 
-    def canonical_value(self, material):
+    def canonical_value(self, material: np.ndarray) -> np.ndarray:
         out = np.empty(len(material))
         for sl in _chunks(len(material)):
             out[sl] = smooth_union(self._primitives(material[sl], False)[0], None, self._k)[0]
         return out
 
-    def canonical_box(self):
+    def canonical_box(self) -> tuple[np.ndarray, np.ndarray]:
         cones, ells = self._geo.cones, self._geo.ellipsoids
         lo = np.minimum(np.min(np.minimum(cones.a - cones.r1[:, None], cones.b - cones.r2[:, None]), 0),
                         np.min(ells.centre - ells.semi.max(1)[:, None], 0))
@@ -624,7 +624,8 @@ class Human(DeformedShape):
         self._cache[t] = out
         return out
 
-    def deform(self, material, t, jacobian=False):
+    def deform(self, material: np.ndarray, t: float, jacobian: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         _, _, mats, offs = self._state(float(t))
         y = np.empty_like(material)
         jac = np.empty((len(material), 3, 3)) if jacobian else None
@@ -642,7 +643,7 @@ class Human(DeformedShape):
                 jac[sl] = a - (bterm - ys[:, :, None] * gbar[:, None, :]) / self._sigma
         return y, jac
 
-    def material_state(self, material):
+    def material_state(self, material: np.ndarray) -> np.ndarray:
         """``[w_p X_0 | w_p X_1 | w_p X_2 | w_p]`` (N, 4P): with the skinning weights folded in, the
         skinned positions at any t are one matrix product with the per-primitive transforms."""
         n, p = len(material), len(self._prim_bones)
@@ -654,13 +655,13 @@ class Human(DeformedShape):
             design[sl, 3 * p:] = w
         return design
 
-    def deform_state(self, state, t):
+    def deform_state(self, state: np.ndarray, t: float) -> np.ndarray:
         _, _, mats, offs = self._state(float(t))
         # coefficients (4P, 3): row k*P + p holds column k of M_p, row 3P + p holds m_p
         coef = np.concatenate([mats[:, :, 0], mats[:, :, 1], mats[:, :, 2], offs], axis=0)
         return state @ coef
 
-    def inverse_candidates(self, y, t):
+    def inverse_candidates(self, y: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         _, _, mats, offs = self._state(float(t))
         k = min(self.candidates, len(mats))
         starts = np.empty((k, len(y), 3))
