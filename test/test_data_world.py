@@ -227,6 +227,16 @@ def test_skinning_never_folds_the_body():
                 assert det > 0.02, f"{name} amplitude {amplitude}: det J {det:.3f} (the skin folds)"
 
 
+def test_feet_stay_on_or_above_the_floor(human, motion_humans):
+    """No motion pushes the body more than a few millimetres through the floor z = 0."""
+    material = human.sample_canonical_surface(20000, np.random.default_rng(13))
+    soles = material[material[:, 2] < 0.02 * human.height]
+    assert len(soles) > 50
+    for name, shape in motion_humans.items():
+        lowest = shape.trajectory(soles, np.linspace(0.0, 1.0 / shape.motion.frequency, 25))[..., 2].min()
+        assert lowest > -0.006, f"{name}: a foot {-lowest * 100:.1f} cm below the floor"
+
+
 def test_motions_do_what_their_names_say(human):
     body = human.body
     h = body.height

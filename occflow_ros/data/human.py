@@ -379,8 +379,9 @@ def _running_on_spot(pose: _Pose, c: float, u: float, extra: dict) -> None:
     lift = {"l": ((1 + np.sin(c)) / 2) ** 2, "r": ((1 - np.sin(c)) / 2) ** 2}
     for s, o in (("l", "r"), ("r", "l")):
         p = lift[s]
-        pose.leg(s, min(45 * u, 60) * p * _DEG, min(95 * u, 108) * p * _DEG,
-                 ankle_pitch=15 * u * p * _DEG)
+        flex, knee = min(45 * u, 60) * p * _DEG, min(95 * u, 108) * p * _DEG
+        # the foot stays level near the floor and points down as the heel kicks up
+        pose.leg(s, flex, knee, ankle_pitch=-(knee - flex) * (1 - p) + 15 * u * p * _DEG)
         pose.arm(s, 20 * _DEG, min(35 * u, 45) * (lift[o] - lift[s]) * _DEG, 80 * _DEG)
     pose.set("chest", _rz(6 * u * (lift["l"] - lift["r"]) * _DEG))
     pose.root_translation = np.array([0.0, 0.0, 0.02 * h * u * np.sin(c) ** 2])
@@ -404,7 +405,8 @@ def _knee_raises(pose: _Pose, c: float, u: float, extra: dict) -> None:
     pose.root_rotation = _ry(-tilt)
     for s, o in (("l", "r"), ("r", "l")):
         p = lift[s]
-        pose.leg(s, hip * p - tilt, min(95 * u, 110) * p * _DEG, ankle_pitch=20 * u * p * _DEG)
+        flex, knee = hip * p - tilt, min(95 * u, 110) * p * _DEG
+        pose.leg(s, flex, knee, ankle_pitch=-(knee - flex - tilt) * (1 - p) + 20 * u * p * _DEG)
         pose.arm(s, 15 * _DEG, 20 * u * (lift[o] - lift[s]) * _DEG, 30 * _DEG)
     pose.set("spine", _ry(tilt - 5 * u * (lift["l"] + lift["r"]) * _DEG))
 
@@ -418,11 +420,22 @@ def _hip_shakes(pose: _Pose, c: float, u: float, extra: dict) -> None:
     pose.set("spine", _rx(-roll / 2) @ _rz(-yaw / 2))
     pose.set("chest", _rx(-roll / 2) @ _rz(-yaw / 2))
     lean = np.arctan2(shift, b.thigh + b.shin)
-    pose.leg("l", 8 * _DEG, 16 * _DEG, abduction=-lean - roll, ankle_pitch=-8 * _DEG, ankle_roll=lean)
-    pose.leg("r", 8 * _DEG, 16 * _DEG, abduction=lean + roll, ankle_pitch=-8 * _DEG, ankle_roll=-lean)
-    for s in ("l", "r"):
+    # the tilted pelvis lifts one hip joint and lowers the other; each knee bends just enough to keep
+    # its foot on the floor (two-bone leg, hip flexion fixed), and the ankle keeps the foot level
+    joints = b.joints
+    hip_y = joints[_BONE_INDEX["thigh_l"], 1]
+    depth = joints[_BONE_INDEX["pelvis"], 2] - joints[_BONE_INDEX["thigh_l"], 2]
+    flex = 8 * _DEG
+    drop = pose.leg_drop(flex, 16 * _DEG) + hip_y * np.sin(8 * u * _DEG)
+    rest = b.thigh + b.shin
+    for s, sign in (("l", 1.0), ("r", -1.0)):
+        rise = sign * hip_y * np.sin(roll) - depth * (np.cos(roll) - 1.0)
+        reach = (rest - drop + rise) / np.cos(lean)
+        knee = flex + np.arccos(np.clip((reach - b.thigh * np.cos(flex)) / b.shin, -1.0, 1.0))
+        abduction = -sign * (lean + roll)
+        pose.leg(s, flex, knee, abduction=abduction, ankle_pitch=-(knee - flex), ankle_roll=sign * lean)
         pose.arm(s, 15 * _DEG, 5 * _DEG, 40 * _DEG)
-    pose.root_translation = np.array([0.0, shift, -pose.leg_drop(8 * _DEG, 16 * _DEG)])
+    pose.root_translation = np.array([0.0, shift, -drop])
 
 
 @dataclass(frozen=True)
