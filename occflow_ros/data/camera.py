@@ -324,9 +324,13 @@ class DepthCamera:
                 mat = np.einsum("nk,nkj->nj", bary[closer], verts_c[faces[tri[closer]]])
                 if cfg.refine:
                     z, mat, ok = self._refine(shape, t, rows, cols, depth[rows, cols], mat)
-                    depth[rows, cols] = np.where(ok, z, np.inf)      # no exact hit near: no return
-                    labels[rows[~ok], cols[~ok]] = LABEL_NONE
-                    rows, cols, mat = rows[ok], cols[ok], mat[ok]
+                    bg_depth = self._background[0][rows, cols]
+                    behind = ok & (z >= bg_depth)                    # refined behind a plane
+                    depth[rows, cols] = np.where(ok & ~behind, z, np.where(ok, bg_depth, np.inf))
+                    labels[rows, cols] = np.where(ok & ~behind, LABEL_OBJECT,
+                                                  np.where(ok, self._background[1][rows, cols], LABEL_NONE))
+                    keep = ok & ~behind                              # no exact hit near: no return
+                    rows, cols, mat = rows[keep], cols[keep], mat[keep]
                 if with_material:
                     material = np.full((h, w, 3), np.nan)
                     material[rows, cols] = mat
@@ -512,6 +516,6 @@ def stream(shape: Shape4D, camera: DepthCamera, *, fps: float = 30.0, duration: 
         if dropped:
             continue
         t = t0 + k / fps + jitter
-        r = camera.render_full(shape, t, rng)
+        r = camera._render(shape, t, rng, with_material=False)
         yield Frame(index=k, stamp=start_stamp + (t - t0), t=t, cloud=r.cloud, labels=r.labels,
                     camera_to_world=camera.camera_to_world.copy())
