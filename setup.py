@@ -41,6 +41,7 @@ setup(
             "reconstruct = occflow_ros.ros.node:main",
             "occflow-train = occflow_ros.cli:train_main",
             "occflow-make-dataset = occflow_ros.cli:make_dataset_main",
+            "occflow-eval = occflow_ros.cli:eval_main",
         ],
     },
 )

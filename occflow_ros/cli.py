@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ["train_main", "main"]
@@ -84,10 +85,12 @@ def make_dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", help="shape families (default: all, mostly human)")
     parser.add_argument("--amplitude", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="motion amplitude range (training: 0.5 1.0; unseen: 1.0 1.2)")
+    parser.add_argument("--width", type=int, default=320, help="simulated camera width (pixels)")
+    parser.add_argument("--height", type=int, default=240, help="simulated camera height (pixels)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        kwargs = {}
+        kwargs = {"width": args.width, "height": args.height}
         if args.families:
             kwargs["families"] = tuple(args.families)
             kwargs["family_weights"] = None
@@ -104,9 +107,123 @@ def make_dataset_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+PAPER_DFAUST = {"chamfer_l1": 0.065, "corr_l2": 0.094}  # OFlow on D-FAUST (ICCV 2019, Table 2)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def eval_markdown(title: str, summary: dict, *, paper: dict | None = None) -> str:
+    """A Markdown table of an evaluation summary (occflow_ros.evaluation.summarize)."""
+    lines = [f"## {title}", "",
+             f"{summary['windows']} windows ({summary['failed']} failed); mean window length "
+             f"{_fmt(summary['window_seconds_mean'])} s. Lengths in units of the object's size "
+             "(ground-truth bounding box, longest side = 1, as D-FAUST's normalisation).", "",
+             "| metric | keyframe | window end | mean over later frames |"
+             + (" paper (OFlow, D-FAUST) |" if paper else ""),
+             "|---|---|---|---|" + ("---|" if paper else "")]
+    names = {"iou": "IoU", "chamfer_l1": "Chamfer-L1", "corr_l2": "correspondence L2",
+             "nn_corr_l2": "correspondence L2, nearest-neighbour baseline"}
+    for key, name in names.items():
+        row = summary[key]
+        if all(v is None for v in row.values()):
+            continue
+        cells = [_fmt(row["keyframe"]), _fmt(row["end"]), _fmt(row["mean_later"])]
+        if paper:
+            cells.append(_fmt(paper.get(key)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    steps = summary["tracking_step_ms"]
+    lines += ["", f"Tracking step p50 {_fmt(steps['p50'])} ms, p95 {_fmt(steps['p95'])} ms; "
+                  f"keyframe p50 {_fmt(summary['keyframe_ms']['p50'])} ms."]
+    return "\n".join(lines) + "\n"
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """occflow-eval: score a trained model on held-out synthetic windows or a D-FAUST sequence."""
+    import numpy as np
+
+    from .data import DataError, MotionRanges
+    from .data.dfaust import dfaust_window_record, load_dfaust_sequence
+    from .data.records import load_records
+    from .data.synthetic import SyntheticConfig, synthetic_records
+    from .evaluation.evaluate import evaluate_records, summarize
+    from .model import ModelError, load_checkpoint
+    from .ros.node_config import default_model_path
+
+    parser = argparse.ArgumentParser(prog="occflow-eval", description=eval_main.__doc__)
+    parser.add_argument("source", choices=["synthetic", "dfaust", "records"])
+    parser.add_argument("paths", nargs="*", help="dfaust: sequence folder(s); records: shards")
+    parser.add_argument("--checkpoint", help="model file (default: the shipped model)")
+    parser.add_argument("--seed", type=int, default=1001,
+                        help="synthetic: seed of the held-out windows (training used 1 and 2)")
+    parser.add_argument("--windows", type=int, default=32, help="synthetic: number of windows")
+    parser.add_argument("--amplitude", nargs=2, type=float, default=(1.0, 1.2),
+                        help="synthetic: motion amplitude range (training drew 0.5..1.0)")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--views", type=int, default=4, help="dfaust: camera azimuths")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", help="write summary.json, windows.json and summary.md here")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint or default_model_path(),
+                                     map_location=args.device)
+        rng = np.random.default_rng(args.seed)
+        paper = None
+        if args.source == "synthetic":
+            if args.seed in (1, 2):
+                raise DataError(f"seed {args.seed} generated training/validation data; "
+                                "held-out means another seed")
+            # dense correspondences: the paper's vertex-to-truth matching and Chamfer's accuracy
+            # term need them (sparse truth adds its own spacing to both errors)
+            cfg = SyntheticConfig(ranges=MotionRanges(amplitude=tuple(args.amplitude)),
+                                  width=args.width, height=args.height, corr_points=20_000)
+            records = list(synthetic_records(args.seed, args.windows, cfg))
+            title = (f"Held-out synthetic windows (seed {args.seed}, amplitude "
+                     f"{args.amplitude[0]}..{args.amplitude[1]})")
+        elif args.source == "dfaust":
+            if not args.paths:
+                raise DataError("dfaust needs a sequence folder")
+            records = []
+            for path in args.paths:
+                seq = load_dfaust_sequence(path)
+                for azimuth in np.linspace(0, 2 * np.pi, args.views, endpoint=False):
+                    records.append(dfaust_window_record(seq, rng, azimuth=float(azimuth),
+                                                        corr_points=seq.points.shape[1]))
+            title = f"D-FAUST {', '.join(p.rstrip('/').split('/')[-1] for p in args.paths)}, " \
+                    f"simulated single view ({args.views} azimuths)"
+            paper = PAPER_DFAUST
+        else:
+            records = load_records(args.paths)
+            title = f"Records {' '.join(args.paths)}"
+        windows = evaluate_records(checkpoint, records, device=args.device, seed=args.seed,
+                                   progress=not args.no_progress)
+    except (DataError, ModelError, ValueError) as e:
+        print(f"occflow-eval: error: {e}", file=sys.stderr)
+        return 2
+    summary = summarize(windows)
+    summary["checkpoint"] = str(checkpoint.path)
+    text = eval_markdown(title, summary, paper=paper)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        files = {"summary.json": json.dumps(summary, indent=2, default=str),
+                 "windows.json": json.dumps(windows, indent=2, default=str), "summary.md": text}
+        existing = [str(out / name) for name in files if (out / name).exists()]
+        if existing:
+            print(f"occflow-eval: {', '.join(existing)} exist; nothing overwritten", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (out / name).write_text(content)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m occflow_ros.cli <command> ...: the same entry points under one name."""
-    commands = {"train": train_main, "make-dataset": make_dataset_main}
+    commands = {"train": train_main, "make-dataset": make_dataset_main, "eval": eval_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
         print(f"usage: python -m occflow_ros.cli {{{','.join(commands)}}} ...", file=sys.stderr)

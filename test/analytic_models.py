@@ -25,7 +25,7 @@ def fibonacci_directions(n: int) -> np.ndarray:
 
 
 def ball_and_drift_model(radius: float = 0.42, velocity=(0.0, 0.0, 0.0), center=(0.0, 0.0, 0.0),
-                         sharpness: float = 50.0) -> OccupancyFlow:
+                         sharpness: float = 1000.0) -> OccupancyFlow:
     model = OccupancyFlow(CONFIG).eval()
     dec, vel = model.decoder, model.velocity
     with torch.no_grad():
@@ -40,3 +40,16 @@ def ball_and_drift_model(radius: float = 0.42, velocity=(0.0, 0.0, 0.0), center=
         dec.fc_out.bias.fill_(1.0)
         vel.fc_out.bias.copy_(torch.tensor(velocity, dtype=torch.float32))
     return model
+
+
+def sphere_model(*, radius: float, scale: float, center_z: float,
+                 velocity=(0.0, 0.0, 0.0)) -> OccupancyFlow:
+    """The ball model for a real sphere seen by a camera, in metres.
+
+    radius: the sphere's radius (m); scale: metres per normalised unit of the keyframe normalisation
+    the tracker will fit to what the camera sees; center_z: how far (m, along the optical axis) the
+    sphere's centre lies behind the centre of that normalisation; velocity: the sphere's (m/s).
+    """
+    v = np.asarray(velocity, dtype=np.float64) * CONFIG.window_seconds / scale
+    return ball_and_drift_model(radius=radius / scale, center=(0.0, 0.0, center_z / scale),
+                                velocity=tuple(float(c) for c in v))

@@ -76,13 +76,12 @@ def save_ball_checkpoint(path: Path, *, radius: float = RADIUS, depth: float = D
                          speed: float = SPEED) -> Path:
     """A checkpoint of test/analytic_models.py's ball-and-drift network, set up for the sphere stream:
     the ball is the sphere in the keyframe's normalised space, the velocity the sphere's (window 1 s)."""
-    from analytic_models import CONFIG, ball_and_drift_model
+    from analytic_models import sphere_model
 
     from occflow_ros.model import save_checkpoint
 
     scale, dz = visible_cap_normalization(radius, depth)
-    model = ball_and_drift_model(radius=radius / scale, center=(0.0, 0.0, dz / scale),
-                                 velocity=(speed * CONFIG.window_seconds / scale, 0.0, 0.0))
+    model = sphere_model(radius=radius, scale=scale, center_z=dz, velocity=(speed, 0.0, 0.0))
     return save_checkpoint(path, model, training={"dataset": "analytic ball (tests)"}, overwrite=True)
 
 
@@ -91,13 +90,12 @@ def save_faulty_checkpoint(path: Path, blow_up_after: float = 0.5) -> Path:
     i.e. windows after the keyframe) and infinite after it: an adaptive solver (dopri5) then fails
     inside the tracker (AssertionError: underflow in dt), the way a diverging trained model would."""
     import torch
-    from analytic_models import CONFIG, ball_and_drift_model
+    from analytic_models import sphere_model
 
     from occflow_ros.model import save_checkpoint
 
     scale, dz = visible_cap_normalization()
-    model = ball_and_drift_model(radius=RADIUS / scale, center=(0.0, 0.0, dz / scale),
-                                 velocity=(SPEED * CONFIG.window_seconds / scale, 0.0, 0.0))
+    model = sphere_model(radius=RADIUS, scale=scale, center_z=dz, velocity=(SPEED, 0.0, 0.0))
     v = model.velocity
     with torch.no_grad():  # hidden unit 0 = t - blow_up_after, amplified to inf when positive
         v.fc_in.weight[0, 3] = 1.0

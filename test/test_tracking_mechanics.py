@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analytic_models import ball_and_drift_model
+from analytic_models import ball_and_drift_model, sphere_model
 from occflow_ros.geometry import is_watertight
 from occflow_ros.tracking import MeshingConfig, Tracker, TrackerConfig, TrackingError
 
@@ -24,7 +24,6 @@ PADDING = 0.15
 # The visible half (z <= centre) has a bounding box 2R x 2R x R: its longest side is 2R, and its
 # centre is R/2 in front of the sphere's centre.
 SCALE = 2 * RADIUS / (1 - PADDING)
-CENTER_NORM = (0.0, 0.0, (RADIUS / 2) / SCALE)
 FAST_MESH = MeshingConfig(resolution0=16, upsampling_steps=2, target_vertices=600)
 
 
@@ -44,10 +43,7 @@ def tracked_speed(tracker: Tracker) -> float:
 
 
 def make_tracker(window=1.0, speed=SPEED, **overrides) -> Tracker:
-    # constant velocity in normalised units per unit normalised time that equals `speed` in m/s
-    v_norm = speed * window / SCALE
-    model = ball_and_drift_model(radius=RADIUS / SCALE, velocity=(v_norm, 0.0, 0.0),
-                                 center=CENTER_NORM)
+    model = sphere_model(radius=RADIUS, scale=SCALE, center_z=RADIUS / 2, velocity=(speed, 0, 0))
     settings = dict(window_seconds=window, meshing=FAST_MESH, residual_threshold=0.0,
                     input_correspondences=False)
     settings.update(overrides)

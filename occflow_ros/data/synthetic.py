@@ -154,6 +154,7 @@ def window_record(shape: DeformedShape, camera: DepthCamera, t_start: float,
         occ.append(shape.occupancy(q, float(t)))
     corr = camera.to_optical(corr_world).astype(np.float32)
     meta = {"shape": shape.describe(), "t_start": float(t_start),
+            "occ_uniform": cfg.occ_points // 2,  # the first ones fill the meshing cube uniformly
             "camera_to_world": camera.camera_to_world.tolist(),
             "intrinsics": dataclasses.asdict(camera.intrinsics),
             "sensor": dataclasses.asdict(camera.config)}

@@ -66,7 +66,9 @@ class MeshingConfig:
 class TrackerConfig:
     """The streaming tracker's settings. Times in seconds, lengths in metres.
 
-    window_seconds: a keyframe at most this long ago (None: the model's trained window).
+    window_seconds: a keyframe at most this long ago (None: the model's trained window). Time is
+      always normalised with the model's own window; a longer window here makes the velocity field
+      extrapolate beyond the times it was trained on.
     max_frames: frames per keyframe segment, keyframe included, before a new keyframe.
     residual_threshold: mean distance (m) from the observed points to the tracked surface above which
       the tracked mesh no longer explains the data and a keyframe is forced; 0 disables the check.

@@ -75,6 +75,9 @@ class Tracker:
         self.model = model.to(self.device).eval()
         self.autocast = autocast_dtype(self.device, precision)
         self.margin = float(margin if margin is not None else normalization.get("margin", 0.15))
+        # Time is normalised with the window the model was trained on (t = 1 one window after the
+        # keyframe); the keyframe policy may use another window (config.window_seconds).
+        self.time_scale = float(model.config.window_seconds)
         self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
         self.input_points = model.config.input_points
         self._rng = np.random.default_rng(self.config.seed)
@@ -154,7 +157,7 @@ class Tracker:
             return f"window of {self.window_seconds:g} s elapsed"
         if seg.frames >= self.config.max_frames:
             return f"{self.config.max_frames} frames since the keyframe"
-        gap = stamp - (seg.key_stamp + seg.t_prev * self.window_seconds)
+        gap = stamp - (seg.key_stamp + seg.t_prev * self.time_scale)
         if gap > self.config.max_gap_seconds:
             return f"gap of {gap:.3f} s between frames"
         return None
@@ -234,7 +237,7 @@ class Tracker:
     def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
         seg = self._segment
         assert seg is not None
-        t_now = (stamp - seg.key_stamp) / self.window_seconds
+        t_now = (stamp - seg.key_stamp) / self.time_scale
         x = self._model_input(observed, seg.norm)
         model = self.model
         t0 = time.perf_counter()
