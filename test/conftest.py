@@ -19,6 +19,10 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# One torch/OpenMP thread per process: the suite starts several torch processes (nodes, publishers) on
+# small machines, and two multi-threaded OpenMP teams on the same cores slow each other down ~9x.
+# Read by torch when it is first imported, and inherited by the processes the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
