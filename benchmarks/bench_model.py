@@ -47,7 +47,7 @@ def human_frame(seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     from occflow_ros.model import (ModelConfig, OccupancyFlow, SolverConfig, load_checkpoint,
-                                   select_device)
+                                   select_device, shipped_model_path)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="trained model (default: the shipped one)")
@@ -62,9 +62,7 @@ def main() -> None:
     checkpoint = None
     path = args.checkpoint
     if path is None:
-        from occflow_ros.ros.node_config import default_model_path
-
-        path = default_model_path()
+        path = shipped_model_path()
     try:
         checkpoint = load_checkpoint(path, map_location=device)
         model = checkpoint.model

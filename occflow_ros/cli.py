@@ -148,8 +148,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     from .data.records import load_records
     from .data.synthetic import SyntheticConfig, synthetic_records
     from .evaluation.evaluate import evaluate_records, summarize
-    from .model import ModelError, load_checkpoint
-    from .ros.node_config import default_model_path
+    from .model import ModelError, load_checkpoint, shipped_model_path
 
     parser = argparse.ArgumentParser(prog="occflow-eval", description=eval_main.__doc__)
     parser.add_argument("source", choices=["synthetic", "dfaust", "records"])
@@ -168,7 +167,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        checkpoint = load_checkpoint(args.checkpoint or default_model_path(),
+        checkpoint = load_checkpoint(args.checkpoint or shipped_model_path(),
                                      map_location=args.device)
         rng = np.random.default_rng(args.seed)
         paper = None

@@ -5,6 +5,7 @@ from .checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
+    shipped_model_path,
 )
 from .config import SOLVERS, ModelConfig, ModelError, SolverConfig
 from .decoders import OccupancyDecoder, VelocityField
@@ -31,4 +32,5 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "select_device",
+    "shipped_model_path",
 ]

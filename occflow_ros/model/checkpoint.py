@@ -21,8 +21,10 @@ from .config import ModelConfig, ModelError
 from .occflow import OccupancyFlow
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
+           "shipped_model_path", "SHIPPED_MODEL_FILE",
            "FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_NORMALIZATION_CONVENTION"]
 
+SHIPPED_MODEL_FILE = "occflow_default.pt"
 FORMAT_NAME = "occflow_ros.checkpoint"
 FORMAT_VERSION = 1
 
@@ -35,6 +37,12 @@ DEFAULT_NORMALIZATION_CONVENTION: dict[str, Any] = {
     "box_size": 1.1,
     "time": "t = (stamp - keyframe_stamp) / window_seconds",
 }
+
+
+def shipped_model_path() -> Path:
+    """The model shipped with the package: ``occflow_ros/weights/occflow_default.pt`` (installed by
+    setup.py's package_data). The one place that names it."""
+    return Path(__file__).resolve().parents[1] / "weights" / SHIPPED_MODEL_FILE
 
 
 class CheckpointError(ModelError):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..geometry import PreprocessConfig, PreprocessError
-from ..model import SOLVERS, ModelError, SolverConfig
+from ..model import SOLVERS, ModelError, SolverConfig, shipped_model_path
+from ..model.checkpoint import SHIPPED_MODEL_FILE
 from ..model.device import PRECISIONS
 from ..tracking import MeshingConfig, TrackerConfig, TrackingError
 
@@ -39,7 +40,7 @@ __all__ = [
     "unknown_parameters_message",
 ]
 
-DEFAULT_MODEL_FILE = "occflow_default.pt"
+DEFAULT_MODEL_FILE = SHIPPED_MODEL_FILE
 INPUT_QOS = ("sensor_data", "reliable")
 CLUSTER_MODES = ("auto", "nearest", "none")
 _DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -51,9 +52,8 @@ class NodeConfigError(ValueError):
 
 
 def default_model_path() -> Path:
-    """The shipped model: ``occflow_ros/weights/occflow_default.pt`` inside the installed package
-    (setup.py's package_data installs ``weights/*.pt``). The one place that names it."""
-    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_MODEL_FILE
+    """The shipped model (``occflow_ros.model.shipped_model_path``)."""
+    return shipped_model_path()
 
 
 def resolve_model_path(value: str) -> Path:
