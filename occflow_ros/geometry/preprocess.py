@@ -83,7 +83,7 @@ class PreprocessConfig:
     cluster_eps: float = 0.05
     cluster_min_points: int = 3
     cluster_min_fraction: float = 0.05
-    remove_plane: bool = False
+    remove_plane: bool = True
     plane_distance: float = 0.01
     plane_min_fraction: float = 0.2
     plane_iterations: int = 200

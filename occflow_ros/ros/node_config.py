@@ -203,7 +203,7 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        hi=1_000_000),
     _P("tracker.preprocess.cluster_min_fraction", 0.05, "clusters under this fraction of the largest "
        "are never selected", lo=1e-6, hi=1.0),
-    _P("tracker.preprocess.remove_plane", False, "remove the dominant plane (floor, table) with RANSAC"),
+    _P("tracker.preprocess.remove_plane", True, "remove the dominant plane (floor, table) with RANSAC"),
     _P("tracker.preprocess.plane_distance", 0.01, "RANSAC inlier distance (m)", lo=1e-5, hi=1.0),
     _P("tracker.preprocess.plane_min_fraction", 0.2, "remove the plane only if it holds at least this "
        "fraction of the points", lo=1e-6, hi=1.0),
