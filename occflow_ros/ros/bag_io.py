@@ -33,19 +33,26 @@ _REPO_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 # --------------------------------------------------------------------------------------------- input
 
 class InputBag:
-    """A rosbag2 bag (directory, or a bare .mcap / .db3 file) opened for reading one PointCloud2 topic.
+    """A rosbag2 bag (directory, or a bare .mcap / .db3 file) opened for reading one topic of one
+    message type (PointCloud2 unless ``msg_class`` names another rclpy message class).
 
     Use :func:`open_input_bag`. Attributes: ``path``; ``topic`` (the chosen topic); ``topics``
     (every topic -> its message type); ``cloud_topics`` (the PointCloud2 topics, sorted);
+    ``msg_class`` / ``msgtype`` (the class read and its 'pkg/msg/Name'); ``ignore`` (topic prefixes
+    that are never picked when the topic is not named, e.g. ``("/ground_truth/",)``);
     ``message_count`` (messages on ``topic``, for a progress bar; also ``len(bag)``).
-    Iterating yields ``(bag_time_ns, sensor_msgs.msg.PointCloud2)`` in bag-time order (rosbag2's
-    receive time, not the header stamp), decoded by rclpy from the recorded CDR exactly as a
-    subscription would. A context manager; close() releases the files.
+    Iterating yields ``(bag_time_ns, message)`` (a ``sensor_msgs.msg.PointCloud2`` by default) in
+    bag-time order (rosbag2's receive time, not the header stamp), decoded by rclpy from the
+    recorded CDR exactly as a subscription would. A context manager; close() releases the files.
     Any failure while reading, at open or mid-way, raises BagError naming the bag and the problem.
     """
 
-    def __init__(self, path: Union[str, os.PathLike], topic: Optional[str] = None) -> None:
+    def __init__(self, path: Union[str, os.PathLike], topic: Optional[str] = None, *,
+                 msg_class: type = PointCloud2, ignore: Tuple[str, ...] = ()) -> None:
         self.path = Path(path)
+        self.msg_class = msg_class
+        self.ignore = tuple(ignore)
+        self.msgtype = _type_name(msg_class)
         if not self.path.exists():
             raise BagError(f"input bag {self.path}: no such file or directory")
         self._reader = _open_reader(self.path)
@@ -62,21 +69,23 @@ class InputBag:
         if reader.message_count == 0:
             raise BagError(f"input bag {self.path}: the bag is empty (no messages; topics: {_listing(self.topics)})")
         if topic is None:
-            if not self.cloud_topics:
-                raise BagError(f"input bag {self.path}: has no {POINTCLOUD2_TYPE} topic to read "
+            candidates = tuple(t for t, typ in self.topics.items()
+                               if typ == self.msgtype and not t.startswith(self.ignore))
+            if not candidates:
+                raise BagError(f"input bag {self.path}: has no {self.msgtype} topic to read "
                                f"(topics: {_listing(self.topics)})")
-            if len(self.cloud_topics) > 1:
+            if len(candidates) > 1:
                 raise BagError(
-                    f"input bag {self.path}: has {len(self.cloud_topics)} {POINTCLOUD2_TYPE} topics, so the topic "
-                    f"must be named (candidates: {', '.join(self.cloud_topics)})")
-            topic = self.cloud_topics[0]
+                    f"input bag {self.path}: has {len(candidates)} {self.msgtype} topics, so the topic "
+                    f"must be named (candidates: {', '.join(candidates)})")
+            topic = candidates[0]
         elif topic not in self.topics and "/" + topic.lstrip("/") in self.topics:
             topic = "/" + topic.lstrip("/")
         if topic not in self.topics:
             raise BagError(f"input bag {self.path}: has no topic {topic!r} (topics: {_listing(self.topics)})")
-        if self.topics[topic] != POINTCLOUD2_TYPE:
+        if self.topics[topic] != self.msgtype:
             raise BagError(
-                f"input bag {self.path}: topic {topic!r} carries {self.topics[topic]}, not {POINTCLOUD2_TYPE}")
+                f"input bag {self.path}: topic {topic!r} carries {self.topics[topic]}, not {self.msgtype}")
         self.topic = topic
         self._connections = [c for c in reader.connections if c.topic == topic]
         self.message_count = int(sum(c.msgcount for c in self._connections))
@@ -108,14 +117,14 @@ class InputBag:
                 f"input bag {self.path}: truncated: {count} of the {self.message_count} messages its index lists "
                 f"on {self.topic!r} could be read")
 
-    def __iter__(self) -> Iterator[Tuple[int, PointCloud2]]:
+    def __iter__(self) -> Iterator[Tuple[int, Any]]:
         for index, (timestamp, raw) in enumerate(self.raw_messages()):
             try:
-                msg = deserialize_message(raw, PointCloud2)
+                msg = deserialize_message(raw, self.msg_class)
             except Exception as exc:
                 raise BagError(
                     f"input bag {self.path}: message #{index} on {self.topic!r} (bag time {timestamp} ns) is not a "
-                    f"valid PointCloud2 ({type(exc).__name__}: {exc})") from exc
+                    f"valid {self.msg_class.__name__} ({type(exc).__name__}: {exc})") from exc
             yield timestamp, msg
 
     def close(self) -> None:
@@ -131,16 +140,17 @@ class InputBag:
         self.close()
 
 
-def open_input_bag(path: Union[str, os.PathLike], topic: Optional[str] = None) -> InputBag:
-    """Open a rosbag2 bag for reading PointCloud2 messages (see :class:`InputBag`).
+def open_input_bag(path: Union[str, os.PathLike], topic: Optional[str] = None, *,
+                   msg_class: type = PointCloud2, ignore: Tuple[str, ...] = ()) -> InputBag:
+    """Open a rosbag2 bag for reading PointCloud2 messages, or those of ``msg_class`` (see :class:`InputBag`).
 
     ``path``: a rosbag2 directory (sqlite3 or mcap storage, with metadata.yaml) or a bare .mcap or
-    .db3 file. ``topic``: the PointCloud2 topic to read ("/points" or "points"); None picks the only
-    PointCloud2 topic. Raises BagError naming the bag and the problem: path missing, not a bag,
-    unreadable or corrupt, empty, no or several PointCloud2 topics (listing them), topic missing
-    (listing what exists), topic of another message type.
+    .db3 file. ``topic``: the topic to read ("/points" or "points"); None picks the only topic of
+    the type whose name starts with none of the ``ignore`` prefixes. Raises BagError naming the bag
+    and the problem: path missing, not a bag, unreadable or corrupt, empty, no or several topics of
+    the type (listing them), topic missing (listing what exists), topic of another message type.
     """
-    return InputBag(path, topic)
+    return InputBag(path, topic, msg_class=msg_class, ignore=ignore)
 
 
 def _listing(topics: Mapping[str, str]) -> str:

@@ -34,7 +34,6 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -51,19 +50,10 @@ from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
-from visualization_msgs.msg import MarkerArray
 
 from ..model import CheckpointError, ModelError, load_checkpoint, select_device
 from ..tracking import Tracker, TrackerConfig, TrackingError
-from .conversions import (
-    ColorBox,
-    stamp_to_ns,
-    to_correspondence_cloud,
-    to_diagnostics,
-    to_input_correspondence_cloud,
-    to_marker_array_cdr,
-    to_tracked_mesh_msg,
-)
+from .conversions import stamp_to_ns, to_diagnostics
 from .errors import PointCloud2Error
 from .node_config import (
     PARAMETERS,
@@ -77,11 +67,11 @@ from .node_config import (
     unknown_parameters_message,
 )
 from .node_runtime import LatestMailbox, NodeStats
+from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard
 from .pointcloud2 import read_xyz
 
 __all__ = ["NODE_NAME", "EXIT_OK", "EXIT_MODEL", "EXIT_PARAMETERS", "ReconstructNode", "main"]
 
-NODE_NAME = "occflow_reconstruct"
 EXIT_OK, EXIT_MODEL, EXIT_PARAMETERS = 0, 1, 2
 THROTTLE_S = 5.0  # rate limit of repeated warnings about bad input
 JOIN_TIMEOUT_S = 1.5  # how long shutdown waits for the worker (SIGTERM to exit stays under 2 s)
@@ -172,19 +162,14 @@ class ReconstructNode(Node):
         cfg = self.config
         self._stats = NodeStats(cfg.stats_window)
         self._mailbox: LatestMailbox[bytes] = LatestMailbox()
-        self._frame_id: Optional[str] = None
-        self._last_stamp: Optional[float] = None
-        self._color_box: Optional[ColorBox] = None if cfg.fit_color_box else ColorBox()
-        self._published_faces: Optional[np.ndarray] = None
+        self._guard = StreamGuard(cfg.max_jump_seconds)  # resets on frame change / stamp jumps
+        self._outputs = OutputBuilder(fit_color_box=cfg.fit_color_box)  # shared with the bag replay
 
         out_qos = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=cfg.output_depth,
                              reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.VOLATILE)
-        self._pub_mesh = self.create_publisher(MarkerArray, "~/mesh", out_qos)
-        self._pub_correspondences = self.create_publisher(PointCloud2, "~/correspondences", out_qos)
-        self._pub_tracked = self.create_publisher(TrackedMeshMsg, "~/tracked_mesh", out_qos)
-        self._pub_input_correspondences = self.create_publisher(PointCloud2, "~/input_correspondences",
-                                                                out_qos)
+        self._output_publishers = {output.name: self.create_publisher(output.msg_class, f"~/{output.name}",
+                                                                      out_qos) for output in OUTPUTS}
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         best_effort = cfg.input_qos == "sensor_data"
@@ -387,8 +372,6 @@ class ReconstructNode(Node):
             self._stats.held(held)
             self.get_logger().warning(f"holding the last mesh: {held}",
                                       throttle_duration_sec=THROTTLE_S)
-        if mesh.topology_changed and self._color_box is None and mesh.num_vertices:
-            self._color_box = ColorBox.around(mesh.canonical_vertices)
         if not self._publish(mesh, header):
             return
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
@@ -398,28 +381,21 @@ class ReconstructNode(Node):
 
     def _check_stream(self, frame_id: str, stamp: float) -> None:
         """Reset the tracker on a frame change, a stamp going backwards or jumping far ahead."""
-        prev_frame, prev_stamp = self._frame_id, self._last_stamp
-        self._frame_id, self._last_stamp = frame_id, stamp
-        if prev_frame is not None and frame_id != prev_frame:
-            reason = f"frame_id changed from '{prev_frame}' to '{frame_id}'"
-            self.get_logger().warning(f"{reason}: tracker reset (a mesh cannot carry over between "
-                                      "frames without TF)", throttle_duration_sec=THROTTLE_S)
-            self._reset_tracker(reason)
-        elif prev_stamp is not None and stamp < prev_stamp:
-            reason = f"stamp went backwards by {prev_stamp - stamp:.3f} s (bag loop or clock reset)"
-            self.get_logger().warning(f"{reason}: tracker reset", throttle_duration_sec=THROTTLE_S)
-            self._reset_tracker(reason)
-        elif prev_stamp is not None and stamp - prev_stamp > self.config.max_jump_seconds:
-            reason = (f"stamp jumped ahead by {stamp - prev_stamp:.3f} s (more than "
-                      f"input.max_jump_seconds {self.config.max_jump_seconds:g})")
-            self.get_logger().warning(f"{reason}: tracker reset", throttle_duration_sec=THROTTLE_S)
-            self._reset_tracker(reason)
+        reason = self._guard.check(frame_id, stamp)
+        if reason is None:
+            return
+        note = (" (a mesh cannot carry over between frames without TF)" if reason.startswith("frame_id")
+                else "")
+        self.get_logger().warning(f"{reason}: tracker reset{note}", throttle_duration_sec=THROTTLE_S)
+        self._reset_tracker(reason)
 
     def _reset_tracker(self, reason: str) -> None:
         self.tracker.reset()
         self._stats.reset(reason)
-        if self.config.fit_color_box:
-            self._color_box = None
+        self._outputs.reset()
+
+    def _has_subscribers(self, output: str) -> bool:
+        return self._output_publishers[output].get_subscription_count() > 0
 
     def _publish(self, mesh, header: Header) -> bool:
         """Convert and publish every enabled output of one frame, all or none (False: shutting down or
@@ -429,30 +405,16 @@ class ReconstructNode(Node):
             if self._stopping.is_set():
                 return False
             try:
-                out = []
-                if opts.publish_mesh and self._pub_mesh.get_subscription_count():
-                    out.append((self._pub_mesh, to_marker_array_cdr(
-                        mesh, header, color_box=self._color_box or ColorBox(),
-                        alpha=opts.mesh_alpha, previous_faces=self._published_faces)))
-                if opts.publish_correspondences and self._pub_correspondences.get_subscription_count():
-                    out.append((self._pub_correspondences, to_correspondence_cloud(mesh, header)))
-                if opts.publish_tracked_mesh and self._pub_tracked.get_subscription_count():
-                    out.append((self._pub_tracked, to_tracked_mesh_msg(mesh, header)))
-                if (opts.publish_input_correspondences
-                        and self._pub_input_correspondences.get_subscription_count()):
-                    cloud = to_input_correspondence_cloud(mesh, header)
-                    if cloud is not None:
-                        out.append((self._pub_input_correspondences, cloud))
+                out = self._outputs.build(mesh, header, opts, wanted=self._has_subscribers)
             except Exception as e:
                 reason = f"{type(e).__name__}: {e}"
                 self._stats.publish_error(reason)
                 self.get_logger().error(f"could not convert the result of the frame of stamp "
                                         f"{mesh.stamp:.6f} s: {reason}", throttle_duration_sec=THROTTLE_S)
                 return False
-            for publisher, message in out:
-                publisher.publish(message)
-            if any(p is self._pub_mesh for p, _ in out):
-                self._published_faces = mesh.faces
+            for output, message in out:
+                self._output_publishers[output.name].publish(message)
+            self._outputs.sent(mesh, out)
         return True
 
     # -- timers (executor thread) ----------------------------------------------------------------
@@ -473,7 +435,7 @@ class ReconstructNode(Node):
                                     + ("n/a" if p50 is None else f"{p50:.0f} ms"))
         return {
             "level": level, "message": message,
-            "input_topic": self.input_topic, "frame_id": self._frame_id or "",
+            "input_topic": self.input_topic, "frame_id": self._guard.frame_id or "",
             "input_rate_hz": s["input_rate_hz"], "processed_rate_hz": s["processed_rate_hz"],
             "latency_p50_ms": s["latency_p50_ms"], "latency_p95_ms": s["latency_p95_ms"],
             "processing_p50_ms": s["processing_p50_ms"],
