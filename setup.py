@@ -42,6 +42,8 @@ setup(
             "occflow-train = occflow_ros.cli:train_main",
             "occflow-make-dataset = occflow_ros.cli:make_dataset_main",
             "occflow-eval = occflow_ros.cli:eval_main",
+            "occflow-replay = occflow_ros.cli:replay_main",
+            "replay = occflow_ros.cli:replay_main",
         ],
     },
 )

@@ -220,9 +220,105 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _param_overrides(items: Sequence[str] | None) -> dict:
+    """``-p name:=value`` items as {name: YAML-parsed value}, as ros2 reads them."""
+    import yaml
+
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise ValueError(f"-p takes name:=value, got {item!r}")
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[name] = value
+    return out
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM turned into a flag while a long loop runs (previous handlers restored on exit)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self) -> bool:
+        return self.signum != 0
+
+    def __enter__(self) -> "_StopFlag":
+        import signal
+
+        def handler(signum, _frame) -> None:
+            self.signum = signum
+
+        self._previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+
+
+def replay_main(argv: Sequence[str] | None = None) -> int:
+    """occflow-replay (ros2 run occflow_ros replay): run the tracker over a recorded bag and write the
+    node's topics to a new bag (see occflow_ros.ros.replay). Exit status: 0 done, 2 an error (one line
+    naming the bag, file or parameter), 128 + signal number when SIGINT/SIGTERM ended it early (the
+    output bag is then complete and holds the frames replayed so far)."""
+    parser = argparse.ArgumentParser(
+        prog="occflow-replay", description="Replay a rosbag2 bag (mcap or sqlite3) of depth clouds through "
+        "the tracker and write the reconstruct node's topics (plus the input) to a new bag for "
+        "`ros2 bag play` + RViz. Deterministic: same bag, model and parameters, same bytes.")
+    parser.add_argument("input", help="input bag (directory, .mcap or .db3)")
+    parser.add_argument("output", help="output bag directory to create (never overwritten)")
+    parser.add_argument("--topic", help="PointCloud2 input topic (default: the only one outside /ground_truth/)")
+    parser.add_argument("--params-file", help="the node's parameters YAML, e.g. config/reconstruct.yaml "
+                        "(default: every parameter's default)")
+    parser.add_argument("--model", help="checkpoint (default: the params file's model_path, else the "
+                        "shipped model)")
+    parser.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE",
+                        help="override one node parameter, as ros2 run's -p (repeatable)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the parameter 'threads', "
+                        "or 1 when it is 0)")
+    parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    parser.add_argument("--namespace", default="", help="the node namespace in the output topics")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    import os
+
+    from .model import ModelError
+    from .ros.errors import MessageError
+    from .ros.node_config import NodeConfigError
+    from .ros.replay import load_replay_config, make_tracker, replay_bag
+
+    try:
+        config = load_replay_config(args.params_file, model=args.model,
+                                    overrides=_param_overrides(args.param))
+        if os.path.lexists(args.output):
+            raise ValueError(f"output bag {args.output}: exists already; refusing to overwrite it")
+        tracker = make_tracker(config, threads=args.threads)
+        with _StopFlag() as stop:
+            result = replay_bag(args.input, args.output, tracker, config, topic=args.topic,
+                                storage=args.storage, namespace=args.namespace,
+                                progress=not args.no_progress, should_stop=stop,
+                                log=lambda line: print(f"occflow-replay: {line}", file=sys.stderr))
+    except (MessageError, NodeConfigError, ModelError, ValueError, OSError) as e:
+        print(f"occflow-replay: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 128 + stop.signum if result.interrupted else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m occflow_ros.cli <command> ...: the same entry points under one name."""
-    commands = {"train": train_main, "make-dataset": make_dataset_main, "eval": eval_main}
+    commands = {"train": train_main, "make-dataset": make_dataset_main, "eval": eval_main,
+                "replay": replay_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
         print(f"usage: python -m occflow_ros.cli {{{','.join(commands)}}} ...", file=sys.stderr)

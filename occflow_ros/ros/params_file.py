@@ -1,0 +1,81 @@
+"""A ROS 2 parameters YAML file (``--params-file``) read without rclpy: the node's flat parameter values."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Mapping, Union
+
+from .node_config import NodeConfigError
+from .outputs import NODE_NAME
+
+__all__ = ["load_params_file", "flatten_parameters"]
+
+
+def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested ``ros__parameters`` mappings as flat dotted names (``{"tracker": {"seed": 1}}`` ->
+    ``{"tracker.seed": 1}``), as rclpy reads them."""
+    out: Dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_parameters(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _pattern(key: str) -> "re.Pattern[str]":
+    """rclpy's node-name wildcards: ``**`` any number of tokens, ``*`` one token."""
+    key = "/" + key.strip().lstrip("/")
+    parts = []
+    for piece in re.split(r"(\*\*|\*)", key):
+        if piece == "**":
+            parts.append(".*")
+        elif piece == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append(re.escape(piece))
+    return re.compile("".join(parts) + r"\Z")
+
+
+def load_params_file(path: Union[str, os.PathLike], *, node_name: str = NODE_NAME,
+                     namespace: str = "") -> Dict[str, Any]:
+    """The parameters a node named ``node_name`` in ``namespace`` gets from a ROS 2 params file.
+
+    The file maps node names (``/**``, ``occflow_reconstruct``, ``/ns/occflow_reconstruct``, with
+    rclpy's ``*`` / ``**`` wildcards) to ``ros__parameters`` (nested mappings, read as dotted names);
+    every section that matches the node applies, later ones overriding earlier ones, as rclpy does.
+    Parsed with ``yaml.safe_load`` (a file is data). Returns name -> value, unvalidated: hand it to
+    :func:`occflow_ros.ros.node_config.node_config_from_parameters`. Raises NodeConfigError naming
+    the file and the problem (unreadable, not YAML, wrong layout, no section for the node).
+    """
+    import yaml
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NodeConfigError(f"params file {file}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise NodeConfigError(f"params file {file}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise NodeConfigError(f"params file {file}: must map node names to 'ros__parameters' "
+                              f"(e.g. '/**: {{ros__parameters: {{...}}}}'), got {type(data).__name__}")
+    full_name = "/" + "/".join(p for p in (namespace.strip("/"), node_name) if p)
+    values: Dict[str, Any] = {}
+    matched = False
+    for key, section in data.items():
+        if not isinstance(key, str) or not _pattern(key).match(full_name):
+            continue
+        if not isinstance(section, Mapping) or not isinstance(section.get("ros__parameters"), Mapping):
+            raise NodeConfigError(f"params file {file}: section {key!r} must hold a 'ros__parameters' mapping")
+        matched = True
+        values.update(flatten_parameters(section["ros__parameters"]))
+    if not matched:
+        raise NodeConfigError(f"params file {file}: no section applies to the node {full_name} "
+                              f"(sections: {', '.join(map(str, data)) or 'none'}; '/**' applies to every node)")
+    return values
