@@ -227,12 +227,13 @@ class Tracker:
             t_prev=0.0, frames=1)
         info.update(keyframe=True, keyframe_reason=reason, ids_inherited=assignment.inherited,
                     ids_fresh=len(v) - assignment.inherited)
+        seen = norm.to_metres(x[0].float().cpu().numpy())  # the points the model was given
         return TrackedMesh(
             stamp=stamp, keyframe_stamp=stamp, keyframe_id=keyframe_id, vertices=vertices_m,
             faces=self._segment.faces, vertex_ids=assignment.ids,
-            canonical_vertices=assignment.canonical, topology_changed=True,
-            input_points=observed, input_keyframe_points=observed.copy()
-            if self.config.input_correspondences else None, info=info)
+            canonical_vertices=assignment.canonical, topology_changed=True, input_points=seen,
+            input_keyframe_points=seen.copy() if self.config.input_correspondences else None,
+            info=info)
 
     def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
         seg = self._segment

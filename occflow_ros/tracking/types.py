@@ -27,7 +27,8 @@ class TrackedMesh:
     vertex_ids: (V,) uint32 persistent id of each vertex (unique within the mesh).
     canonical_vertices: (V, 3) where each vertex id was first seen (its first keyframe position).
     topology_changed: True on the first frame of a keyframe segment (faces/ids are new).
-    input_points: (N, 3) observed points of this frame after preprocessing, or None.
+    input_points: (N, 3) the observed points of this frame the model was given (preprocessed and
+      subsampled to the model's input size), or None.
     input_keyframe_points: (N, 3) where those observed points were at the keyframe time (carried
       backwards through the flow): per-input-point correspondences; None when not computed.
     info: timings and diagnostics of this step (plain numbers and strings).
