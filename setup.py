@@ -44,6 +44,7 @@ setup(
             "occflow-eval = occflow_ros.cli:eval_main",
             "occflow-replay = occflow_ros.cli:replay_main",
             "replay = occflow_ros.cli:replay_main",
+            "occflow-make-bag = occflow_ros.cli:make_bag_main",
         ],
     },
 )

@@ -20,7 +20,8 @@ from ..geometry import PreprocessConfig, preprocess
 from .errors import DataError
 from .records import WindowRecord
 
-__all__ = ["DFaustSequence", "load_dfaust_sequence", "dfaust_window_record", "DFAUST_FPS"]
+__all__ = ["DFaustSequence", "load_dfaust_sequence", "dfaust_window_record", "dfaust_camera",
+           "dfaust_visible_rows", "dfaust_depth_noise", "DFAUST_FPS"]
 
 DFAUST_FPS = 60.0
 
@@ -115,6 +116,41 @@ def _look_at_y_up(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return pose
 
 
+def dfaust_camera(seq: DFaustSequence, *, distance: float = 2.5, azimuth: float = 0.0,
+                  eye_height: float = 0.4) -> np.ndarray:
+    """Camera-to-world pose (4, 4) of a depth camera's optical frame (x right, y down, z forward) looking
+    at the body's frame-0 centre from ``distance`` metres horizontally, at ``azimuth`` radians about
+    the vertical (y) from the +z side, ``eye_height`` metres above the centre."""
+    centre = seq.points[0].mean(axis=0).astype(np.float64)
+    eye = centre + np.array([distance * np.sin(azimuth), eye_height, distance * np.cos(azimuth)])
+    return _look_at_y_up(eye, centre)
+
+
+def dfaust_visible_rows(points: np.ndarray, camera_to_world: np.ndarray, *,
+                        radius: float | None = None) -> np.ndarray:
+    """Indices (int64, in hidden-point removal's order) of the ``(N, 3)`` world points a camera at ``camera_to_world``'s
+    origin sees: open3d's hidden-point removal (the body's points facing the camera, self-occlusion
+    included) with spherical-flip ``radius`` (default 100 x the distance to the points' centre)."""
+    import open3d as o3d
+
+    pts = np.asarray(points, np.float64)
+    eye = np.asarray(camera_to_world, np.float64)[:3, 3]
+    if radius is None:
+        radius = 100.0 * float(np.linalg.norm(pts.mean(axis=0) - eye))
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    _, visible = pcd.hidden_point_removal(eye, radius)
+    return np.asarray(visible, np.int64)
+
+
+def dfaust_depth_noise(points: np.ndarray, rng: np.random.Generator, noise_k: float) -> np.ndarray:
+    """Optical-frame points with depth noise sigma = noise_k * z^2 along each viewing ray (metres)."""
+    pts = np.asarray(points, np.float64)
+    if noise_k <= 0:
+        return pts
+    depth = pts[:, 2:3]
+    return pts * (1.0 + rng.normal(size=depth.shape) * noise_k * depth)
+
+
 def dfaust_window_record(seq: DFaustSequence, rng: np.random.Generator, *,
                          distance: float = 2.5, azimuth: float = 0.0, eye_height: float = 0.4,
                          noise_k: float = 0.0015, frame_points: int = 1024,
@@ -131,12 +167,8 @@ def dfaust_window_record(seq: DFaustSequence, rng: np.random.Generator, *,
     ``meta['normalization']`` records frame 0's file normalisation in that frame, for the paper's
     metrics.
     """
-    import open3d as o3d
-
     filtering = filtering or PreprocessConfig(cluster=False, n_points=None)
-    centre = seq.points[0].mean(axis=0).astype(np.float64)
-    eye = centre + np.array([distance * np.sin(azimuth), eye_height, distance * np.cos(azimuth)])
-    pose = _look_at_y_up(eye, centre)
+    pose = dfaust_camera(seq, distance=distance, azimuth=azimuth, eye_height=eye_height)
     rot, origin = pose[:3, :3], pose[:3, 3]
 
     def to_optical(p: np.ndarray) -> np.ndarray:
@@ -144,13 +176,8 @@ def dfaust_window_record(seq: DFaustSequence, rng: np.random.Generator, *,
 
     frames = []
     for t in range(seq.frames):
-        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(seq.points[t].astype(np.float64)))
-        radius = 100.0 * distance
-        _, visible = pcd.hidden_point_removal(eye, radius)
-        pts = to_optical(seq.points[t][np.asarray(visible, np.int64)])
-        if noise_k > 0:
-            depth = pts[:, 2:3]
-            pts = pts * (1.0 + rng.normal(size=depth.shape) * noise_k * depth)
+        visible = dfaust_visible_rows(seq.points[t], pose, radius=100.0 * distance)
+        pts = dfaust_depth_noise(to_optical(seq.points[t][visible]), rng, noise_k)
         kept = preprocess(pts.astype(np.float32), filtering, rng).points
         if len(kept) > frame_points:
             kept = kept[rng.choice(len(kept), frame_points, replace=False)]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from occflow_ros.ros.bag_io import POINTCLOUD2_TYPE, InputBag, OutputBag, message_definition, open_input_bag
+from occflow_ros.ros.bag_io import (
+    POINTCLOUD2_TYPE,
+    InputBag,
+    OutputBag,
+    bag_topics,
+    message_definition,
+    open_input_bag,
+)
 from occflow_ros.ros.conversions import (
     ColorBox,
     format_value,
@@ -18,6 +25,7 @@ from occflow_ros.ros.conversions import (
     to_tracked_mesh_msg,
 )
 from occflow_ros.ros.errors import BagError, ConversionError, MessageError, PointCloud2Error, TrackedMeshMsgError
+from occflow_ros.ros.outputs import NODE_NAME, OUTPUTS, OutputBuilder, OutputTopic, StreamGuard, output_topic
 from occflow_ros.ros.pointcloud2 import (
     POINTFIELD_DTYPES,
     cloud_dtype,
@@ -36,12 +44,18 @@ __all__ = [
     "ConversionError",
     "InputBag",
     "MessageError",
+    "NODE_NAME",
+    "OUTPUTS",
     "OutputBag",
+    "OutputBuilder",
+    "OutputTopic",
     "POINTCLOUD2_TYPE",
     "POINTFIELD_DTYPES",
     "PointCloud2Error",
+    "StreamGuard",
     "TrackedMeshArrays",
     "TrackedMeshMsgError",
+    "bag_topics",
     "cloud_dtype",
     "cloud_view",
     "format_value",
@@ -50,6 +64,7 @@ __all__ = [
     "message_definition",
     "ns_to_stamp",
     "open_input_bag",
+    "output_topic",
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",

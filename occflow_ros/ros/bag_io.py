@@ -19,7 +19,8 @@ from sensor_msgs.msg import PointCloud2
 
 from occflow_ros.ros.errors import BagError
 
-__all__ = ["BagError", "InputBag", "OutputBag", "POINTCLOUD2_TYPE", "message_definition", "open_input_bag"]
+__all__ = ["BagError", "InputBag", "OutputBag", "POINTCLOUD2_TYPE", "bag_topics", "message_definition",
+           "open_input_bag"]
 
 POINTCLOUD2_TYPE = "sensor_msgs/msg/PointCloud2"
 
@@ -151,6 +152,23 @@ def open_input_bag(path: Union[str, os.PathLike], topic: Optional[str] = None, *
     the type (listing them), topic missing (listing what exists), topic of another message type.
     """
     return InputBag(path, topic, msg_class=msg_class, ignore=ignore)
+
+
+def bag_topics(path: Union[str, os.PathLike]) -> Dict[str, Tuple[str, int]]:
+    """Every topic of a bag, sorted: ``{topic: (message type 'pkg/msg/Name', message count)}``.
+    Raises BagError when the bag is missing or cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"input bag {path}: no such file or directory")
+    reader = _open_reader(path)
+    try:
+        out: Dict[str, Tuple[str, int]] = {}
+        for c in sorted(reader.connections, key=lambda c: c.topic):
+            typ, count = out.get(c.topic, (c.msgtype, 0))
+            out[c.topic] = (typ, count + int(c.msgcount))
+        return out
+    finally:
+        reader.close()
 
 
 def _listing(topics: Mapping[str, str]) -> str:
