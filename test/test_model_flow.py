@@ -162,3 +162,37 @@ def test_gradients_reach_the_velocity_field_and_the_motion_code_and_adjoint_agre
     # they agree up to the discretisation error.
     assert torch.allclose(grads[False][0], grads[True][0], rtol=1e-3, atol=1e-4)
     assert torch.allclose(grads[False][1], grads[True][1], rtol=1e-3, atol=1e-4)
+
+
+def test_running_out_of_gpu_memory_retries_on_smaller_chunks():
+    """CUDA cannot run here, so the velocity field raises CUDA's out-of-memory error itself for
+    batches above 300 points, as a small GPU would; the flow must finish on smaller chunks with the
+    same result, and report the chunk size that worked."""
+    torch.manual_seed(0)
+    model = OccupancyFlow(CFG).eval()
+    with torch.no_grad():
+        for p in model.velocity.parameters():
+            p.normal_(0.0, 0.3)
+    code = torch.randn(1, CFG.c_dim)
+    p0 = torch.rand(1, 1000, 3) - 0.5
+    solver = SolverConfig("rk4", 0.1)
+    with torch.inference_mode():
+        expected = model.flow(p0, 0.0, 0.5, code, solver, chunk_size=None)
+    forward = model.velocity.forward
+
+    def small_gpu(points, *args, **kwargs):
+        if points.shape[1] > 300:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(points, *args, **kwargs)
+
+    model.velocity.forward = small_gpu
+    stats: dict = {}
+    with torch.inference_mode():
+        out = model.flow(p0, 0.0, 0.5, code, solver, chunk_size=1000, stats=stats)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert stats["oom_retries"] == 2 and stats["chunk_size"] == 256  # 1000 -> 500 -> MIN_CHUNK
+    model.velocity.forward = lambda *a, **k: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        with torch.inference_mode():
+            model.flow(p0, 0.0, 0.5, code, solver, chunk_size=1000)

@@ -19,7 +19,9 @@ from torchdiffeq import odeint, odeint_adjoint
 from .config import ModelError, SolverConfig
 from .decoders import Conditioning, VelocityField
 
-__all__ = ["integrate", "as_batch_times"]
+__all__ = ["integrate", "as_batch_times", "MIN_CHUNK"]
+
+MIN_CHUNK = 256  # below this, running out of GPU memory is not a chunking problem
 
 
 class _NormalisedClockODE(nn.Module):
@@ -104,7 +106,11 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
     time; equal to t_from is allowed). cond: ``velocity.condition(c_t)``, (B, ...).
     chunk_size: points per solve (large point sets are much faster in chunks on CPU); None = all.
     autocast_dtype: run the network in this dtype (CUDA fp16/bf16); the ODE state stays float32.
-    stats: if given, receives "evaluations" (velocity-field calls summed over chunks).
+    stats: if given, receives "evaluations" (velocity-field calls summed over chunks), "chunk_size"
+      (the chunk size that worked) and "oom_retries".
+    On CUDA, running out of memory halves the chunk and retries (down to MIN_CHUNK points), so a
+    large mesh degrades to smaller batches instead of failing; pass the returned chunk size to later
+    calls to avoid repeating the failures.
     Returns (B, K, N, 3) float32. Raises ModelError on inconsistent shapes or mixed directions.
     """
     solver = solver or SolverConfig()
@@ -158,19 +164,32 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
         kwargs["options"] = options
 
     chunk = n_points if not chunk_size else max(1, int(chunk_size))
+    b_idx = torch.arange(batch, device=device)[:, None].expand(batch, k)
     pieces = []
-    for start in range(0, n_points, chunk):
+    start = 0
+    retries = 0
+    while start < n_points:
         y0 = points[:, start:start + chunk].float()
-        if solver.adjoint and torch.is_grad_enabled():
-            params = tuple(velocity.parameters()) + (cond,)
-            adj_kwargs = dict(kwargs)
-            traj = odeint_adjoint(func, y0, grid, adjoint_params=params, **adj_kwargs)
-        else:
-            traj = odeint(func, y0, grid, **kwargs)  # (S, B, n, 3)
-        # gather each (b, k) target: traj[index[b, k], b]
-        b_idx = torch.arange(batch, device=device)[:, None].expand(batch, k)
-        pieces.append(traj[index, b_idx])  # (B, K, n, 3)
+        try:
+            if solver.adjoint and torch.is_grad_enabled():
+                params = tuple(velocity.parameters()) + (cond,)
+                traj = odeint_adjoint(func, y0, grid, adjoint_params=params, **kwargs)
+            else:
+                traj = odeint(func, y0, grid, **kwargs)  # (S, B, n, 3)
+        except torch.cuda.OutOfMemoryError:
+            # Out of GPU memory: free what the failed solve held and retry on smaller chunks.
+            if chunk <= MIN_CHUNK:
+                raise
+            del y0
+            torch.cuda.empty_cache()
+            chunk = max(MIN_CHUNK, chunk // 2)
+            retries += 1
+            continue
+        pieces.append(traj[index, b_idx])  # each (b, k) target: traj[index[b, k], b] -> (B, K, n, 3)
+        start += chunk
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
     if stats is not None:
         stats["evaluations"] = func.evaluations
+        stats["chunk_size"] = chunk
+        stats["oom_retries"] = retries
     return out

@@ -20,6 +20,7 @@ from ..geometry import (
     simplify_mesh,
 )
 from ..model import Checkpoint, EncoderState, OccupancyFlow, autocast_dtype, select_device
+from ..model.flow import MIN_CHUNK
 from .config import TrackerConfig, TrackingError
 from .ids import closest_surface_points, inherit_ids
 from .types import TrackedMesh
@@ -81,6 +82,7 @@ class Tracker:
         self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
         self.input_points = model.config.input_points
         self._rng = np.random.default_rng(self.config.seed)
+        self._chunk = self.config.chunk_size  # shrinks if the GPU runs out of memory
         self._threshold = logit(self.config.meshing.threshold)
         self._next_id = 0
         self._keyframes = 0
@@ -186,14 +188,22 @@ class Tracker:
             cond = model.decoder.condition(c_s)
 
         def field(p: np.ndarray) -> np.ndarray:
-            q = torch.from_numpy(p).to(self.device)[None]
-            with self._autocast():
-                values = model.decoder(q, cond=cond)
-            return values[0].float().cpu().numpy()
+            try:
+                q = torch.from_numpy(p).to(self.device)[None]
+                with self._autocast():
+                    values = model.decoder(q, cond=cond)
+                return values[0].float().cpu().numpy()
+            except torch.cuda.OutOfMemoryError:
+                if len(p) <= MIN_CHUNK:
+                    raise
+                torch.cuda.empty_cache()  # out of GPU memory: halve the batch and remember it
+                self._chunk = max(MIN_CHUNK, min(self._chunk, len(p) // 2))
+                half = len(p) // 2
+                return np.concatenate([field(p[:half]), field(p[half:])])
 
         result = extract_mesh(field, threshold=self._threshold, resolution0=cfg.resolution0,
                               upsampling_steps=cfg.upsampling_steps, box_size=cfg.box_size,
-                              max_batch=self.config.chunk_size)
+                              max_batch=self._chunk)
         info["keyframe_queries"] = int(result.n_queries)
         v, f = result.vertices, result.faces
         if len(f):
@@ -247,8 +257,11 @@ class Tracker:
                 x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
         seg.code = codes[:, -1].float()
         t1 = time.perf_counter()
+        stats: dict = {}
         seg.vertices = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
-                                  chunk_size=self.config.chunk_size, autocast_dtype=self.autocast)
+                                  chunk_size=self._chunk, autocast_dtype=self.autocast,
+                                  stats=stats)
+        self._chunk = stats["chunk_size"]
         t2 = time.perf_counter()
         seg.t_prev = t_now
         seg.frames += 1
@@ -259,7 +272,7 @@ class Tracker:
         keyframe_points = None
         if self.config.input_correspondences:
             back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
-                              chunk_size=self.config.chunk_size, autocast_dtype=self.autocast)
+                              chunk_size=self._chunk, autocast_dtype=self.autocast)
             keyframe_points = seg.norm.to_metres(back[0].float().cpu().numpy())
             observed = seg.norm.to_metres(x[0].float().cpu().numpy())
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
