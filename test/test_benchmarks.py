@@ -1,0 +1,238 @@
+"""The benchmark harness (benchmarks/): its pieces on a tiny configuration, its device plumbing, its report.
+
+The full run (``make bench``) is not part of the suite; these tests run each question's code on a
+3-frame window of a sphere with an analytic network (test/analytic_models.py), small I/O sizes and a
+synthetic node run record, and check the tables' rows, columns and the properties the numbers must
+have.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_tracking as bt  # noqa: E402
+from analytic_models import sphere_model  # noqa: E402
+from bench_io import Q4_COLUMNS, io_costs  # noqa: E402
+from bench_node import NodeRun, format_parameter, latency_stats  # noqa: E402
+from harness import (  # noqa: E402
+    BenchConfig,
+    BenchError,
+    Table,
+    Target,
+    bench_device,
+    describe_machine,
+    device_description,
+)
+from run_all import config_from_args, parse_args, render_doc  # noqa: E402
+from sequences import Sequence, object_size  # noqa: E402
+from sphere_records import sphere_record  # noqa: E402
+
+from occflow_ros.model import ModelError  # noqa: E402
+from occflow_ros.tracking import MeshingConfig  # noqa: E402
+
+RADIUS, SPEED = 0.3, 0.4
+TINY_MESHING = MeshingConfig(resolution0=16, upsampling_steps=1, target_vertices=300)
+
+
+def yes() -> bool:
+    return True
+
+
+def no() -> bool:
+    return False
+
+
+@pytest.fixture(scope="module")
+def sphere_sequence() -> Sequence:
+    """3 frames of a sphere (radius 0.3 m) sliding at 0.4 m/s, its camera-facing half observed."""
+    record = sphere_record(np.random.default_rng(0), frames=3, radius=RADIUS,
+                           velocity=(SPEED, 0.0, 0.0), corr_points=512)
+    return Sequence("sphere", record, object_size(record), "a tiny test window")
+
+
+@pytest.fixture(scope="module")
+def exact_model():
+    """The ball-and-drift network that is exactly this sphere and its motion in the tracker's
+    normalised space (the observed hemisphere's box: scale 2r / (1 - margin), centre r/2 in front)."""
+    return sphere_model(radius=RADIUS, scale=2 * RADIUS / 0.85, center_z=RADIUS / 2,
+                        velocity=(SPEED, 0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def question1(exact_model, sphere_sequence):
+    return bt.why_occupancy_flow(exact_model, [sphere_sequence], torch.device("cpu"),
+                                 meshing=TINY_MESHING, chamfer_points=2000, progress=lambda s: None)
+
+
+def _columns_match(table: Table, columns) -> None:
+    keys = [k for k, _ in columns]
+    assert table.rows, f"{table.title}: no rows"
+    for row in table.rows:
+        assert list(row) == keys
+
+
+def test_object_size_is_the_longest_side_of_the_keyframe_truth_box(sphere_sequence):
+    corr = sphere_sequence.record.corr[0]
+    assert sphere_sequence.size_m == pytest.approx(float((corr.max(0) - corr.min(0)).max()))
+    assert 1.8 * RADIUS < sphere_sequence.size_m <= 2 * RADIUS
+
+
+def test_question1_rows_compare_tracking_with_per_frame_reconstruction(question1):
+    table, results = question1
+    _columns_match(table, bt.Q1_COLUMNS)
+    ours, rebuild = table.rows
+    assert ours["method"].startswith("keyframe + tracking") and rebuild["method"].startswith("per-frame")
+    # the per-frame path really meshed every frame; ours meshed once and tracked the rest
+    assert results[0].per_frame.keyframe == [True, True, True]
+    assert results[0].ours.keyframe == [True, False, False]
+    # with the exact network, carried vertices stay on their material points; nearest-neighbour
+    # chaining through new meshes does not follow the sliding surface
+    assert ours["corr_cm"] < 0.5 * rebuild["corr_cm"]
+    assert ours["corr"] == pytest.approx(ours["corr_cm"] / 100 / results[0].seq.size_m)
+    for row in table.rows:
+        assert row["chamfer_cm"] < 5.0 and row["ms_frame"] > 0 and row["vertices"] > 50
+    assert ours["speedup"] == pytest.approx(rebuild["ms_frame"] / ours["ms_frame"])
+    assert len(table.targets) == 1 and table.targets[0].met == (ours["speedup"] >= 10)
+
+
+def test_question2_scores_all_methods_on_the_same_vertices(question1):
+    _, results = question1
+    table = bt.correspondence_baselines(results, cpd_vertices=60, cpd_iterations=3,
+                                        progress=lambda s: None)
+    _columns_match(table, bt.Q2_COLUMNS)
+    methods = [r["method"] for r in table.rows]
+    assert methods[0].startswith("keyframe + tracking") and methods[1].startswith("nearest")
+    assert methods[2].startswith("Coherent Point Drift") and "time only" in methods[3]
+    assert [r["vertices"] for r in table.rows[:3]] == [60, 60, 60]
+    assert table.rows[3]["vertices"] == results[0].ours_tracks[0].shape[0]
+    assert table.rows[3]["corr"] is None and table.rows[3]["ms_frame"] > 0
+    ours, nn = table.rows[0], table.rows[1]
+    assert ours["corr_cm"] < nn["corr_cm"]  # exact flow vs jumping to observed points
+    assert all(math.isfinite(r["corr_cm"]) for r in table.rows[:3])
+    assert [t.met for t in table.targets[:1]] == [True]
+    assert len(table.targets) == 3
+
+
+def test_cpd_tracks_follow_a_translated_point_set():
+    """Registering a point set to a shifted copy of itself moves it (most of the way) onto the copy."""
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(150, 3))
+    start = 0.3 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    shift = np.array([0.05, 0.0, 0.0])
+    tracks, seconds = bt.cpd_tracks(start, [start + shift], iterations=50)
+    moved = (tracks[0] - start).mean(axis=0)
+    assert moved[0] > 0.04 and abs(moved[1]) < 0.01 and len(seconds) == 1
+
+
+def test_question3_rows_per_solver_and_size_with_reference_deviation(exact_model, sphere_sequence):
+    table = bt.solvers_and_sizes(exact_model, [sphere_sequence], torch.device("cpu"), sizes=(150, 300),
+                                 solvers=("euler", "rk4"), meshing=TINY_MESHING,
+                                 progress=lambda s: None)
+    _columns_match(table, bt.Q3_COLUMNS)
+    assert [(r["target"], r["solver"].split()[0]) for r in table.rows] == [
+        (150, "euler"), (150, "rk4"), (300, "euler"), (300, "rk4")]
+    small = [r["vertices"] for r in table.rows if r["target"] == 150]
+    large = [r["vertices"] for r in table.rows if r["target"] == 300]
+    assert max(small) < min(large)
+    # a constant velocity field is integrated exactly by every solver
+    assert all(r["dev_cm"] < 0.01 for r in table.rows)
+    assert all(r["flow_ms"] > 0 and r["step_ms"] >= r["flow_ms"] for r in table.rows)
+
+
+def test_question6_reports_the_device_questions_1_to_3_ran_on(question1):
+    _, results = question1
+    cpu = bt.gpu_table(device_description(torch.device("cpu")), results)
+    _columns_match(cpu, bt.Q6_COLUMNS)
+    assert cpu.rows[0]["device"] == "cpu" and "No CUDA device" in cpu.notes[0]
+    assert cpu.rows[0]["keyframe_ms"] == pytest.approx(1e3 * bt.median(results[0].per_frame.seconds))
+    gpu_info = device_description(torch.device("cuda:0"), gpu_name=lambda d: "Test GPU 9000",
+                                  gpu_memory=lambda d: 16 * 2**30)
+    gpu = bt.gpu_table(gpu_info, results)
+    assert gpu.rows[0]["gpu"].startswith("Test GPU 9000, 16 GiB") and gpu.rows[0]["precision"] == "float16"
+    assert "Measured on the GPU" in gpu.notes[0]
+
+
+def test_harness_device_plumbing_picks_cuda_when_it_is_available():
+    """The run's device comes from one choice (select_device's rule), made testable without a GPU."""
+    assert bench_device("auto", cuda_available=yes, cuda_count=lambda: 1) == torch.device("cuda:0")
+    assert bench_device("auto", cuda_available=no) == torch.device("cpu")
+    assert bench_device("cuda:1", cuda_available=yes, cuda_count=lambda: 2) == torch.device("cuda:1")
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        bench_device("cuda", cuda_available=no)
+    # the command line's --device reaches that choice
+    cfg = config_from_args(parse_args(["--device", "auto"]))
+    assert bench_device(cfg.device, cuda_available=yes, cuda_count=lambda: 1).type == "cuda"
+    # and the machine description names the GPU and the fp16 networks on CUDA
+    info = device_description(torch.device("cuda:0"), gpu_name=lambda d: "Test GPU",
+                              gpu_memory=lambda d: 2**30)
+    assert info["device"] == "cuda:0" and info["network precision"] == "float16"
+    assert info["GPU"].startswith("Test GPU, 1 GiB, CUDA")
+
+
+def test_question4_rows_with_their_columns():
+    table = io_costs(repeats=2, loop_points=500, width=64, height=48, sizes=(200,),
+                     progress=lambda s: None)
+    _columns_match(table, Q4_COLUMNS)
+    assert len(table.rows) == 2 + 4
+    ours, loop = table.rows[0], table.rows[1]
+    assert "read_xyz" in ours["what"] and "loop" in loop["what"] and loop["vs"] == 1.0
+    assert ours["vs"] == pytest.approx(loop["ms"] / ours["ms"], rel=1e-6)
+    assert all(r["ms"] > 0 for r in table.rows)
+
+
+def test_question5_latency_and_rates_from_a_run_record():
+    period = 33_333_333
+    stamps = np.arange(10, dtype=np.int64) * period
+    received = [(int(stamps[0]), int(stamps[0]) + 300_000_000, True),
+                (int(stamps[4]), int(stamps[4]) + 100_000_000, False),
+                (int(stamps[4]), int(stamps[4]) + 150_000_000, False),  # a repeat: first arrival counts
+                (int(stamps[8]), int(stamps[8]) + 100_000_000, False),
+                (12345, 99_999_999_999, False)]  # not a stamp that was sent: ignored
+    stats = latency_stats(NodeRun(stamps, received))
+    span = 9 * period / 1e9
+    assert stats["sent"] == 10 and stats["processed"] == 3 and stats["keyframes"] == 1
+    assert stats["rate_hz"] == pytest.approx(3 / span) and stats["input_hz"] == pytest.approx(9 / span)
+    assert stats["p50"] == pytest.approx(100.0) and stats["key_p50"] == pytest.approx(300.0)
+    assert stats["track_p50"] == pytest.approx(100.0)
+    assert format_parameter(1.0) == "1.0" and format_parameter([1, -2.5]) == "[1.0, -2.5]"
+    assert format_parameter(True) == "true" and format_parameter(16) == "16"
+
+
+def test_settings_are_validated_with_the_key_named():
+    with pytest.raises(BenchError, match="bench.frames"):
+        BenchConfig(frames=1)
+    with pytest.raises(BenchError, match="bench.solvers"):
+        BenchConfig(solvers=("rk5",))
+    with pytest.raises(BenchError, match="bench.node_seconds"):
+        BenchConfig(node_seconds=1.0)
+    table = Table("t", [("a", "A"), ("b", "B")])
+    with pytest.raises(BenchError, match="missing"):
+        table.add({"a": 1})
+
+
+def test_report_holds_command_machine_targets_and_every_table(question1):
+    table, _ = question1
+    other = Table("9. Other", [("x", "X")], notes=["a note"])
+    other.add({"x": 0.5})
+    other.targets.append(Target("x is large", "0.5", False))
+    machine = describe_machine(torch.device("cpu"))
+    for key in ("date", "CPU", "cores", "RAM", "torch", "GPU"):
+        assert machine[key]
+    text = render_doc(command="python benchmarks/run_all.py --threads 1", machine=machine,
+                      inputs=["sphere: tiny"], tables=[table, other], settings=BenchConfig(),
+                      wall_seconds=61.0)
+    assert "python benchmarks/run_all.py --threads 1" in text
+    assert f"| CPU | {machine['CPU']} |" in text
+    assert "## 1. Why Occupancy Flow" in text and "## 9. Other" in text
+    assert "| x is large | 0.5 | **NOT met** |" in text
+    assert "| 0.5 |" in text and "- a note" in text
+    assert "Total wall time 1.0 min" in text
