@@ -368,18 +368,15 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    import os
-
     from .model import ModelError
     from .ros.errors import MessageError
     from .ros.node_config import NodeConfigError
-    from .ros.replay import load_replay_config, make_tracker, replay_bag
+    from .ros.replay import check_replay_paths, load_replay_config, make_tracker, replay_bag
 
     try:
         config = load_replay_config(args.params_file, model=args.model,
                                     overrides=_param_overrides(args.param))
-        if os.path.lexists(args.output):
-            raise ValueError(f"output bag {args.output}: exists already; refusing to overwrite it")
+        check_replay_paths(args.input, args.output, args.topic)  # bad bags fail before the model loads
         tracker = make_tracker(config, threads=args.threads)
         with _StopFlag() as stop:
             result = replay_bag(args.input, args.output, tracker, config, topic=args.topic,

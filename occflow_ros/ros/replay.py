@@ -48,6 +48,7 @@ __all__ = [
     "DIAGNOSTICS_TOPIC",
     "GROUND_TRUTH_PREFIX",
     "ReplayResult",
+    "check_replay_paths",
     "load_replay_config",
     "make_tracker",
     "replay_bag",
@@ -72,6 +73,17 @@ def load_replay_config(params_file: Optional[Union[str, os.PathLike]] = None, *,
     if model is not None:
         values["model_path"] = str(model)
     return node_config_from_parameters(values)
+
+
+def check_replay_paths(input_path: Union[str, os.PathLike], output_path: Union[str, os.PathLike],
+                       topic: Optional[str] = None) -> str:
+    """Fail fast, before a model is loaded: the input bag opens and has the topic (returned: the
+    input topic a replay would read) and the output path is free. Raises BagError naming the bag."""
+    if os.path.lexists(output_path):
+        raise BagError(f"output bag {output_path}: exists already; refusing to overwrite it "
+                       "(choose another path or remove it)")
+    with open_input_bag(input_path, topic, ignore=(GROUND_TRUTH_PREFIX,)) as bag:
+        return bag.topic
 
 
 def make_tracker(config: NodeConfig, *, threads: Optional[int] = None):
