@@ -13,5 +13,6 @@ test: setup
 demo: setup
 	@. tools/env.sh && python -m occflow_ros.cli demo $(DEMO_ARGS)
 
+# The benchmark harness: every question measured in one run, docs/benchmarks.md rewritten (README, "Benchmarks").
 bench: setup
-	@. tools/env.sh && python benchmarks/bench_pointcloud2.py
+	@. tools/env.sh && python benchmarks/run_all.py $(BENCH_ARGS)

@@ -336,6 +336,12 @@ def node_end_to_end(model: str | os.PathLike, *, seconds: float = 10.0, fps: flo
                        + (f" + {shown}" if shown else ""), **stats,
                        "node_proc": f"{_num(d.get('processing_p50_ms'))} / "
                                     f"{_num(d.get('processing_p95_ms'))}"})
+            if stats["processed"] and stats["keyframes"] == stats["processed"]:
+                table.notes.append(
+                    f"{label}: every answered frame was a keyframe. A keyframe here takes longer than "
+                    "`tracker.max_gap_seconds` (0.5 s), so the next frame the node takes is more than "
+                    "0.5 s later and is a keyframe again (the gap rule; past 1 s, the window rule): "
+                    "with these settings the node never gets to track on this machine.")
             table.notes.append(
                 f"{label}: node diagnostics at the end: " + ", ".join(
                     f"{k} {d[k]}" for k in ("frames_received", "frames_processed", "dropped_frames",
