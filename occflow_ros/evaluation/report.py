@@ -105,6 +105,9 @@ def report_markdown(title: str, result: Mapping[str, Any], *, paper: Mapping[str
         lines.append("")
         if paper and paper_note:
             lines += [paper_note, ""]
+    elif s["frames_with_truth"]:
+        lines += [f"Ground truth on {s['frames_with_truth']} frames, but no tracked mesh on any of them: nothing "
+                  "to score (the replay's /diagnostics say why each frame was held).", ""]
     else:
         lines += ["No ground truth in the input bag (no /ground_truth/surface topic): timing and renders only.",
                   ""]

@@ -25,6 +25,7 @@ tracker up first); the replay processes every frame.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,8 +195,11 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
 
             def note(line: str) -> None:
                 result.problems.append(line)
-                if len(result.problems) <= 20:
-                    (bar.write if progress else say)(line)
+                if len(result.problems) <= 20:  # the first ones; all are in result.problems
+                    if progress:
+                        bar.write(line, file=sys.stderr)
+                    else:
+                        say(line)
 
             for index, (bag_ns, raw) in enumerate(bag.raw_messages()):
                 if stop():
