@@ -199,6 +199,51 @@ def test_eval_surfaces_a_bad_input_bag_as_one_line_and_writes_nothing(files, cap
         assert not target.exists()
 
 
+def sphere_truth_frames(count: int, rng: np.random.Generator):
+    """The node tests' sphere (test/node_peer.py) sliding along x at SPEED m/s, as depth frames with exact
+    truth: 4000 material points on it (fixed ids) and occupancy of queries around it."""
+    from analytic_models import fibonacci_directions
+    from node_peer import DEPTH, RADIUS, SPEED, sphere_xyz
+
+    directions = fibonacci_directions(4000)
+    for i in range(count):
+        t = i / 30 - 0.15
+        centre = np.array([SPEED * t, 0.0, DEPTH])
+        queries = centre + rng.uniform(-1.2 * RADIUS, 1.2 * RADIUS, size=(3000, 3))
+        yield GroundTruthFrame(1_700_000_000_000_000_000 + i * 33_333_333, sphere_xyz(t, rng=rng),
+                               (centre + RADIUS * directions).astype(np.float32), np.arange(4000, dtype=np.uint32),
+                               queries.astype(np.float32), np.linalg.norm(queries - centre, axis=1) < RADIUS)
+
+
+def test_a_model_that_knows_the_motion_keeps_its_correspondence_error_flat_while_the_object_moves(files, capsys):
+    """End to end (bag -> replay -> scores): the ball model is the sphere and its exact velocity, up to the
+    few centimetres of its keyframe fit; over 10 frames the sphere slides 15 cm, so correspondences that
+    did not follow it would end ~15 cm off."""
+    from node_peer import RADIUS, SPEED
+
+    from occflow_ros.ros.ground_truth_bag import write_ground_truth_bag
+
+    bag = files["root"] / "sphere_gt"
+    write_ground_truth_bag(bag, {"source": "sphere", "size_m": 2 * RADIUS, "fps": 30.0},
+                           sphere_truth_frames(10, np.random.default_rng(0)))
+    params = files["root"] / "whole_ball.yaml"  # one keyframe; a meshing cube the whole ball fits in
+    params.write_text(FAST.replace("target_vertices: 0", "target_vertices: 0, box_size: 1.6")
+                      .replace("residual_threshold: 0.0", "residual_threshold: 0.0\n      max_frames: 100"))
+    out = files["root"] / "sphere_report"
+    assert eval_main(["bag", str(bag), "--checkpoint", str(files["model"]), "--params-file", str(params),
+                      "--out", str(out), "--chamfer-points", "5000", "--render-frames", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    rows = report["frames"]
+    assert report["summary"]["keyframe_segments"] == 1 and len(rows) == 10
+    assert rows[-1]["t_s"] * SPEED == pytest.approx(0.15, abs=1e-6)
+    for row in rows:
+        assert row["chamfer_l1_cm"] < 4.0 and row["corr_l2_cm"] < 4.0 and row["iou"] > 0.6
+        assert row["corr_l2"] == pytest.approx(row["corr_l2_cm"] / (100 * 2 * RADIUS))
+    assert rows[-1]["corr_l2_cm"] - rows[0]["corr_l2_cm"] < 1.0  # followed the 15 cm slide
+    assert not (out / "tracked_mesh.gif").exists()  # --render-frames 0
+
+
 @pytest.fixture(scope="module")
 def trained_model() -> Path:
     """The trained model: the shipped one, else OCCFLOW_TEST_MODEL (development runs before it ships)."""
