@@ -136,6 +136,10 @@ def test_the_output_bag_holds_the_input_and_every_node_topic_at_the_input_times(
         markers = decoded[OUT + "mesh"][i].markers
         assert markers[-1].type == Marker.TRIANGLE_LIST and len(markers[-1].points) > 0
         tracked = decoded[OUT + "tracked_mesh"][i]
+        # the node's marker policy: a new keyframe's mesh replaces the old one atomically (DELETEALL + ADD)
+        # (keyframe_stamp went through the tracker's float seconds: ~240 ns steps at epoch times)
+        keyframe = abs(tracked.keyframe_stamp.sec * 10**9 + tracked.keyframe_stamp.nanosec - stamp) < 1000
+        assert [m.action for m in markers] == ([Marker.DELETEALL, Marker.ADD] if keyframe else [Marker.ADD])
         assert tracked.vertices.size == tracked.canonical_vertices.size == 3 * tracked.vertex_ids.size > 0
         corr = decoded[OUT + "correspondences"][i]
         assert [f.name for f in corr.fields] == ["x", "y", "z", "vertex_id", "x0", "y0", "z0"]
