@@ -45,6 +45,7 @@ setup(
             "occflow-replay = occflow_ros.cli:replay_main",
             "replay = occflow_ros.cli:replay_main",
             "occflow-make-bag = occflow_ros.cli:make_bag_main",
+            "occflow-demo = occflow_ros.cli:demo_main",
         ],
     },
 )

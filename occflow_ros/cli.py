@@ -390,6 +390,56 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     return 128 + stop.signum if result.interrupted else 0
 
 
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """occflow-demo (make demo): a simulated 640x480 RealSense stream of a moving person through the
+    live reconstruct node over DDS; writes a report (rates, latency, tracking error against ground
+    truth, vertex-id persistence, pictures) into a new out/demo-YYYYmmdd-HHMMSS/. Exit status: 0 done,
+    1 the run failed (node did not start, died, published nothing, exited uncleanly), 2 bad arguments
+    or no model."""
+    parser = argparse.ArgumentParser(prog="occflow-demo", description=demo_main.__doc__)
+    parser.add_argument("--model", help="checkpoint the node loads (default: the shipped model)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="stream length (default 20)")
+    parser.add_argument("--motion", default="jumping_jacks", help="the person's motion (default "
+                        "jumping_jacks; also arm_waves, hopping, punching, running_on_spot, ...)")
+    parser.add_argument("--seed", type=int, default=7, help="the person and the sensor noise")
+    parser.add_argument("--out-root", default="out", help="reports go to a new <out-root>/demo-<time>/")
+    parser.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE",
+                        help="override one node parameter on top of the demo's (repeatable)")
+    parser.add_argument("--pictures", type=int, default=3, help="frames to render (0: none)")
+    parser.add_argument("--no-bag", action="store_true", help="do not record the outputs into a bag")
+    args = parser.parse_args(argv)
+
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # this process only renders and scores
+    from .evaluation.demo_scene import DemoSceneError, SceneConfig
+    from .ros.demo import MODEL_HINT, DemoConfig, DemoError, run_demo
+
+    try:
+        kwargs = {"model": Path(args.model)} if args.model else {}
+        config = DemoConfig(scene=SceneConfig(seed=args.seed, motion=args.motion, seconds=args.seconds),
+                            out_root=Path(args.out_root), parameters=_param_overrides(args.param),
+                            pictures=args.pictures, bag=not args.no_bag, **kwargs)
+        if not Path(config.model).is_file():
+            raise DemoError(f"no model at {config.model}: {MODEL_HINT}")
+    except (DemoError, DemoSceneError, ValueError) as e:
+        print(f"occflow-demo: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    try:
+        result = run_demo(config, say=lambda line: print(line, flush=True))
+    except DemoError as e:
+        print(f"occflow-demo: FAILED: {e}", file=sys.stderr)
+        return 1
+    print()
+    print(result.text)
+    print(f"\nreport: {result.out_dir / 'report.md'}")
+    if not result.ok:
+        print("occflow-demo: FAILED: the node processed no frame or vertex ids changed within a "
+              "keyframe segment (see the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def make_bag_main(argv: Sequence[str] | None = None) -> int:
     """occflow-make-bag: write a rosbag2 bag of a depth stream with ground truth (layout:
     occflow_ros.ros.ground_truth_bag), from the synthetic world or a D-FAUST sequence."""
@@ -466,7 +516,7 @@ def make_bag_main(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m occflow_ros.cli <command> ...: the same entry points under one name."""
     commands = {"train": train_main, "make-dataset": make_dataset_main, "eval": eval_main,
-                "replay": replay_main, "make-bag": make_bag_main}
+                "replay": replay_main, "make-bag": make_bag_main, "demo": demo_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands:
         print(f"usage: python -m occflow_ros.cli {{{','.join(commands)}}} ...", file=sys.stderr)
