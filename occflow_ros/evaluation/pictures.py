@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["Panel", "PictureError", "render_panels"]
 
-RENDER_BUDGET_S = 45.0  # open3d's time for all panels before matplotlib takes over
+RENDER_BUDGET_S = 30.0  # open3d's time for all panels before matplotlib takes over
 
 
 class PictureError(RuntimeError):
@@ -29,12 +29,14 @@ class PictureError(RuntimeError):
 
 @dataclass
 class Panel:
-    """One picture: a mesh with per-vertex colours and the observed points, seen from one viewpoint.
+    """One picture: a mesh with per-vertex colours and/or the observed points, from one viewpoint.
 
     vertices: (V, 3) float metres, optical frame; faces: (F, 3) int; colors: (V, 3) float RGB in [0, 1]
     (e.g. ``ColorBox.colors(canonical)[:, :3]``: the colours RViz shows). points: (N, 3) observed
-    points (drawn grey) or None. yaw_deg: the viewpoint, rotated this many degrees about the mesh's
-    centre around the image's up axis (0: from the sensor itself). title: text above the panel.
+    points (drawn grey) or None. yaw_deg: the viewpoint, rotated this many degrees about the centre
+    of the mesh and points around the image's up axis (0: from the sensor itself). draw: "mesh",
+    "points" or "both" (the framing always covers both, so panels of one frame share a scale).
+    title: text above the panel.
     """
 
     vertices: np.ndarray
@@ -42,7 +44,20 @@ class Panel:
     colors: np.ndarray
     points: Optional[np.ndarray] = None
     yaw_deg: float = 0.0
+    draw: str = "both"
     title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.draw not in ("mesh", "points", "both"):
+            raise PictureError(f"Panel.draw must be 'mesh', 'points' or 'both', got {self.draw!r}")
+
+    @property
+    def mesh_shown(self) -> bool:
+        return self.draw != "points" and len(self.faces) > 0
+
+    @property
+    def points_shown(self) -> bool:
+        return self.draw != "mesh" and self.points is not None and len(self.points) > 0
 
 
 def _bounds(panel: Panel) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +114,14 @@ def _render_all(panels: Sequence[Panel], size: int) -> list[np.ndarray]:
         radius = 0.5 * float(np.linalg.norm(hi - lo))
         eye, up = _view(center, panel.yaw_deg)
         distance = float(np.linalg.norm(eye - center))
-        mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(f))
-        mesh.compute_vertex_normals()
-        colors = np.clip(np.asarray(panel.colors, np.float64)[:, :3], 0.0, 1.0)
-        mesh.vertex_colors = o3d.utility.Vector3dVector(colors * _shading(
-            np.asarray(mesh.vertex_normals), eye - center, up)[:, None])
-        scene.add_geometry("mesh", mesh, flat)
-        if panel.points is not None and len(panel.points):
+        if panel.mesh_shown:
+            mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(f))
+            mesh.compute_vertex_normals()
+            colors = np.clip(np.asarray(panel.colors, np.float64)[:, :3], 0.0, 1.0)
+            mesh.vertex_colors = o3d.utility.Vector3dVector(colors * _shading(
+                np.asarray(mesh.vertex_normals), eye - center, up)[:, None])
+            scene.add_geometry("mesh", mesh, flat)
+        if panel.points_shown:
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(panel.points, np.float64)))
             cloud.paint_uniform_color([0.35, 0.35, 0.35])
             scene.add_geometry("points", cloud, dots)
@@ -161,8 +177,9 @@ def _render_matplotlib(panel: Panel, size: int) -> np.ndarray:
     colors = colors * _shading(tri_normals, eye - center, up)[:, None]
     fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0), projection="3d")
-    ax.add_collection3d(Poly3DCollection(axes(v)[f], facecolors=colors, edgecolors="none"))
-    if panel.points is not None and len(panel.points):
+    if panel.mesh_shown:
+        ax.add_collection3d(Poly3DCollection(axes(v)[f], facecolors=colors, edgecolors="none"))
+    if panel.points_shown:
         p = axes(np.asarray(panel.points, np.float64)[:: max(1, len(panel.points) // 4000)])
         ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=0.3, c="#595959", depthshade=False)
     c, r = axes(center[None])[0], 0.55 * float(np.linalg.norm(hi - lo))
@@ -206,7 +223,7 @@ def render_panels(panels: Sequence[Panel], path: Path, *, columns: int = 3, size
         used = used if used != "open3d" else "matplotlib (open3d not asked for)"
     rows = (len(images) + columns - 1) // columns
     cols = min(columns, len(images))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, panel in zip(axes.ravel(), images, panels):
@@ -215,6 +232,6 @@ def render_panels(panels: Sequence[Panel], path: Path, *, columns: int = 3, size
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return used

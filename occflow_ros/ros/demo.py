@@ -418,11 +418,12 @@ def _write_bag(path: Path, record: _Recording) -> int:
 
 
 def _pictures(scene: DemoScene, received: List[ReceivedMesh], path: Path, count: int) -> Tuple[Path, str]:
-    """``count`` frames spread over the run (tracking frames well after a keyframe preferred), each
-    from the sensor (mesh over the person's observed points) and from the side (mesh alone)."""
+    """``count`` frames spread over the run (tracking frames well after a keyframe preferred), one row
+    each: the person's observed points, the mesh from the sensor, the mesh from the side. Returns the
+    picture's path and its caption."""
     from .conversions import ColorBox
 
-    first_key = next(r for r in received if r.is_keyframe)
+    first_key = next((r for r in received if r.is_keyframe), received[0])
     box = ColorBox.around(first_key.mesh.canonical_vertices)  # what the node fits: RViz's colours
     late = [r for r in received if r.mesh.stamp - r.mesh.keyframe_stamp > 0.3] or received
     picks = [late[int(i)] for i in np.linspace(0, len(late) - 1, count).round()]
@@ -432,14 +433,16 @@ def _pictures(scene: DemoScene, received: List[ReceivedMesh], path: Path, count:
         colors = box.colors(m.canonical_vertices)[:, :3]
         cloud = scene.cloud(r.frame)[scene.object_mask(r.frame)]
         when = f"t {m.stamp:.2f} s, {m.stamp - m.keyframe_stamp:.2f} s after keyframe {m.keyframe_id}"
-        panels.append(Panel(m.vertices, m.faces, colors, cloud, 0.0, f"{when}\nfrom the sensor"))
-        panels.append(Panel(m.vertices, m.faces, colors, None, 70.0, f"{when}\nfrom the side"))
-    renderer = render_panels(panels, path, columns=2 * count if count <= 3 else 4)
-    caption = ("Mesh coloured by each vertex's canonical (first-seen) position, the colours RViz shows "
-               "(`ColorBox` fitted to the first keyframe): a surface point keeps its colour as it moves "
-               "and across keyframes. Grey dots: the person's points in that input frame. Left of each "
-               "pair: from the sensor; right: rotated 70 degrees about the mesh (the unseen side is "
-               f"the model's completion). Drawn by {renderer}.")
+        for draw, yaw, what in (("points", 0.0, "input points"), ("mesh", 0.0, "mesh, sensor view"),
+                                ("mesh", 70.0, "mesh, side view")):
+            panels.append(Panel(m.vertices, m.faces, colors, cloud, yaw, draw, f"{when}\n{what}"))
+    renderer = render_panels(panels, path, columns=3)
+    caption = ("Each row: one frame. Left: the person's points in that input frame (what the node got, "
+               "background removed for the picture). Middle: the tracked mesh from the sensor, coloured by "
+               "each vertex's canonical (first-seen) position, the colours RViz shows (`ColorBox` fitted "
+               "to the first keyframe): a surface point keeps its colour as it moves and across "
+               "keyframes. Right: the same mesh turned 70 degrees (the side the camera does not see is the "
+               f"model's completion). Drawn by {renderer}.")
     return path, caption
 
 
