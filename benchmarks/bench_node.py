@@ -3,14 +3,15 @@
 Run on its own:  . tools/env.sh && python benchmarks/bench_node.py [--model PATH] [--seconds 10]
 
 What it does: renders a synthetic person seen by a RealSense-like 640x480 camera (floor, back wall,
-noise, holes, invalid pixels as zeros) up front, while the real node starts as its own process
-(``python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml ...``, the way a
-user runs it); then publishes the frames as organized PointCloud2 at their capture times (30 Hz),
-stamped with the capture time on the system clock, subscribes to every output of the node, and
-measures, per answered frame, stamp -> arrival of its TrackedMesh in this process. DDS is Fast DDS
-on shared memory (tools/env.sh's profile; set here too when it is missing), a random domain,
-localhost discovery. (The colleague's ``occflow_ros.ros.demo`` does the same with scoring and
-pictures; this is a lean equivalent that only times.)
+noise, holes, invalid pixels as zeros) once, up front; for each settings preset starts the real node
+as its own process (``python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml
+-p ...``, the way a user runs it), publishes the frames as organized PointCloud2 at their capture
+times (30 Hz), stamped with the capture time on the system clock, subscribes to every output of the
+node, and measures per answered frame stamp -> arrival of its TrackedMesh in this process. Presets:
+the defaults of config/reconstruct.yaml, and the settings a small CPU needs (:func:`cpu_preset`).
+DDS is Fast DDS on shared memory (tools/env.sh's profile; set here too when it is missing), a random
+domain, localhost discovery. (The colleague's ``occflow_ros.ros.demo``, not yet committed when this
+was written, streams the same way and scores the result; this lean equivalent only times.)
 """
 
 from __future__ import annotations

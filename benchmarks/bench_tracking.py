@@ -36,7 +36,7 @@ from sequences import Sequence as BenchSequence
 
 __all__ = ["Run", "track_window", "reconstruct_every_frame", "vertex_tracks", "corr_errors",
            "chamfer_errors", "cpd_tracks", "why_occupancy_flow", "correspondence_baselines",
-           "solvers_and_sizes", "gpu_table", "Q1_COLUMNS", "Q2_COLUMNS", "Q3_COLUMNS",
+           "solvers_and_sizes", "solver_verdict", "gpu_table", "Q1_COLUMNS", "Q2_COLUMNS", "Q3_COLUMNS",
            "Q6_COLUMNS", "solver_config", "REFERENCE_SOLVER"]
 
 Model = Any  # OccupancyFlow | Checkpoint
@@ -239,7 +239,8 @@ Q1_COLUMNS = [
     ("ms_frame", "ms / frame (median)"), ("ms_window", "ms / frame incl. keyframe (window mean)"),
     ("speedup", "speed-up vs per-frame"),
     ("chamfer", "Chamfer-L1 (norm.)"), ("chamfer_cm", "Chamfer-L1 (cm)"),
-    ("corr", "corr. L2 (norm.)"), ("corr_cm", "corr. L2 (cm)"), ("corr_end_cm", "corr. L2 at end (cm)"),
+    ("corr0_cm", "corr. L2 at frame 0 (cm)"), ("corr", "corr. L2 (norm.)"),
+    ("corr_cm", "corr. L2 (cm)"), ("corr_end_cm", "corr. L2 at end (cm)"),
 ]
 
 
@@ -294,7 +295,7 @@ def why_occupancy_flow(model: Model, sequences: Sequence[BenchSequence], device:
                 "speedup": rebuild / ms_frame if ms_frame > 0 else None,
                 "chamfer": cham_mean / unit, "chamfer_cm": 100 * cham_mean,
                 "corr": _later_mean(corr) / unit, "corr_cm": 100 * _later_mean(corr),
-                "corr_end_cm": 100 * _last(corr)})
+                "corr0_cm": 100 * corr[0], "corr_end_cm": 100 * _last(corr)})
         speedup = rebuild / step if step > 0 else float("nan")
         table.targets.append(Target(
             f"{seq.name}: tracking >= 10x faster per frame than per-frame reconstruction",
@@ -324,7 +325,8 @@ def why_occupancy_flow(model: Model, sequences: Sequence[BenchSequence], device:
         "corr. L2 (the paper's): each vertex of the frame-0 mesh is matched to its nearest truth point "
         "at frame 0; at frame t the error is the mean distance between where the method says that "
         "vertex is and where its truth point really is; mean over frames 1..T-1, and at the last "
-        "frame. Ours: the tracked vertex. Per-frame reconstruction has no correspondences of its own: "
+        "frame. At frame 0 it is the distance from the keyframe mesh's vertices to their matched "
+        "truth points: the reconstruction's share of every later value. Ours: the tracked vertex. Per-frame reconstruction has no correspondences of its own: "
         "each vertex of frame t-1's path is matched to the nearest vertex of frame t's new mesh "
         "(`metrics.nearest_neighbour_tracks` over the meshes' vertices), starting from the frame-0 "
         "vertices, so a vertex's position at frame t is the end of that chain of nearest neighbours.",
@@ -462,6 +464,12 @@ def solvers_and_sizes(model: Model, sequences: Sequence[BenchSequence], device: 
                     "corr": _later_mean(corr) / unit, "corr_cm": 100 * _later_mean(corr),
                     "dev_cm": 100 * float(np.linalg.norm(tracks[-1] - ref_end, axis=1).mean())})
             progress(f"Q3 {seq.name}: {size} vertices done")
+    default_size = default.meshing.target_vertices
+    for seq in sequences:
+        rows = [r for r in table.rows if r["sequence"] == seq.name]
+        verdict = solver_verdict(rows, default_size, default.solver.method)
+        if verdict:
+            table.notes.append(f"{seq.name}: {verdict}")
     table.notes += [
         "Each row is a full pass of the tracker over the window (one keyframe, then tracked frames) "
         "with that solver and keyframe mesh size; same network inputs in every row (the tracker's "
@@ -479,6 +487,56 @@ def solvers_and_sizes(model: Model, sequences: Sequence[BenchSequence], device: 
         "from the model's error (corr. L2).",
     ]
     return table
+
+
+#: A solver is accurate enough when its integration error is under this share of the model's error.
+SOLVER_TOLERANCE = 0.05
+
+
+def solver_verdict(rows: Sequence[dict[str, Any]], size: int, default_method: str) -> str:
+    """Whether question 3's rows (one sequence) support the default solver and mesh size, in words.
+
+    Rule (fixed before any run): at the default size, the solver to choose is the cheapest (median
+    flow time) whose deviation from the reference is under SOLVER_TOLERANCE of the model's own
+    correspondence error; the sizes are compared by correspondence error and flow time.
+    """
+    at = [r for r in rows if r["target"] == size]
+    if not at:
+        return ""
+    good = [r for r in at if r["dev_cm"] <= SOLVER_TOLERANCE * r["corr_cm"]]
+    default = [r for r in at if r["solver"].split()[0] == default_method]
+    parts = []
+    if good and default:
+        best = min(good, key=lambda r: r["flow_ms"])
+        d = default[0]
+        name = best["solver"].split()[0]
+        if name == default_method:
+            parts.append(f"the data supports the default solver: {default_method} is the cheapest "
+                         f"solver whose integration error ({d['dev_cm']:.3g} cm) stays under "
+                         f"{SOLVER_TOLERANCE:.0%} of the model's correspondence error "
+                         f"({d['corr_cm']:.3g} cm) at {size} vertices.")
+        else:
+            parts.append(f"the data does not support the default solver: {name} is "
+                         f"{d['flow_ms'] / best['flow_ms']:.1f}x cheaper than {default_method} "
+                         f"({best['flow_ms']:.3g} vs {d['flow_ms']:.3g} ms flow per frame at {size} "
+                         f"vertices) and its integration error ({best['dev_cm']:.3g} cm) is still "
+                         f"under {SOLVER_TOLERANCE:.0%} of the model's correspondence error "
+                         f"({best['corr_cm']:.3g} cm).")
+    elif default:
+        parts.append(f"no solver keeps its integration error under {SOLVER_TOLERANCE:.0%} of the "
+                     f"model's correspondence error at {size} vertices.")
+    by_size = {}
+    for r in rows:
+        if r["solver"].split()[0] == default_method:
+            by_size[r["target"]] = r
+    if size in by_size and len(by_size) > 1:
+        ref = by_size[size]
+        others = [f"{t} vertices ({r['vertices']} kept): corr. L2 {r['corr_cm']:.3g} cm, flow "
+                  f"{r['flow_ms']:.3g} ms" for t, r in sorted(by_size.items()) if t != size]
+        parts.append(f"Mesh size with {default_method}: {size} vertices (the default): corr. L2 "
+                     f"{ref['corr_cm']:.3g} cm, flow {ref['flow_ms']:.3g} ms; " + "; ".join(others)
+                     + ".")
+    return " ".join(parts)
 
 
 # -- question 6 ------------------------------------------------------------------------------------------
