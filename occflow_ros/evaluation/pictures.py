@@ -133,13 +133,23 @@ def _render_all(panels: Sequence[Panel], size: int) -> list[np.ndarray]:
     return images
 
 
+def _quiet() -> None:
+    """Child initializer: Filament and Mesa print their start-up lines on fds 1 and 2; drop them."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def _render_open3d(panels: Sequence[Panel], size: int, budget_s: float) -> list[np.ndarray]:
     """_render_all in a child process (spawned: no inherited threads or DDS state), killed after
     ``budget_s`` seconds. Raises PictureError on a timeout or a failure."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(1)
+    pool = ctx.Pool(1, initializer=_quiet)
     try:
         return pool.apply_async(_render_all, (list(panels), size)).get(timeout=budget_s)
     except multiprocessing.TimeoutError:
