@@ -179,6 +179,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     bag.add_argument("--chamfer-points", type=int, default=100_000,
                      help="bag: points sampled on each mesh for Chamfer-L1 (the paper: 100000)")
     bag.add_argument("--render-frames", type=int, default=24, help="bag: frames in the GIF (0: no renders)")
+    bag.add_argument("--keyframes", choices=["node", "first"], default="node",
+                     help="bag: the node's keyframe policy from the parameters (default), or 'first': one "
+                     "keyframe at the first frame carried to the end (the paper's protocol)")
     args = parser.parse_args(argv)
     if args.source == "bag":
         return _eval_bag(args)
@@ -252,7 +255,7 @@ def _eval_bag(args: argparse.Namespace) -> int:
 
     from .evaluation.sequence import EvaluationError
     from .model import ModelError
-    from .ros.bag_eval import evaluate_bag
+    from .ros.bag_eval import FIRST_KEYFRAME_ONLY, evaluate_bag
     from .ros.errors import MessageError
     from .ros.node_config import NodeConfigError
     from .ros.replay import load_replay_config, make_tracker
@@ -273,9 +276,14 @@ def _eval_bag(args: argparse.Namespace) -> int:
         notes = []
         if args.replayed is None:
             overrides = {"device": args.device, **_param_overrides(args.param)}
+            if args.keyframes == "first":
+                overrides.update(FIRST_KEYFRAME_ONLY)
             config = load_replay_config(args.params_file, model=args.checkpoint, overrides=overrides)
             notes.append(f"model: `{config.model_path}`; parameters: `{args.params_file or 'defaults'}`"
                          + (f" with {' '.join(args.param)}" if args.param else ""))
+            notes.append("keyframes: " + ("the first frame only, its mesh carried to the end (the paper's "
+                                          "protocol)" if args.keyframes == "first" else
+                                          "the node's policy (window, max_frames, residual threshold)"))
 
             def make():
                 return make_tracker(config, threads=args.threads or 1)

@@ -105,6 +105,10 @@ def report_markdown(title: str, result: Mapping[str, Any], *, paper: Mapping[str
         lines.append("")
         if paper and paper_note:
             lines += [paper_note, ""]
+        if s["frames_scored"] > 1 and all(r["since_keyframe_s"] == 0 for r in result["frames"] if "corr_l2" in r):
+            lines += ["Every scored frame is a keyframe (the tracker re-meshed each frame): correspondence L2 is "
+                      "then only how far new vertices lie from the truth, not how well they were tracked "
+                      "(occflow-eval bag --keyframes first tracks one keyframe to the end).", ""]
     elif s["frames_with_truth"]:
         lines += [f"Ground truth on {s['frames_with_truth']} frames, but no tracked mesh on any of them: nothing "
                   "to score (the replay's /diagnostics say why each frame was held).", ""]

@@ -30,7 +30,12 @@ from .ground_truth_bag import read_ground_truth, read_replayed
 from .node_config import NodeConfig
 from .replay import GROUND_TRUTH_PREFIX, ReplayResult, replay_bag
 
-__all__ = ["evaluate_bag", "render_tracked"]
+__all__ = ["FIRST_KEYFRAME_ONLY", "evaluate_bag", "render_tracked"]
+
+#: Node parameters that make the whole bag one keyframe segment (the paper's protocol: the mesh of the
+#: first frame carried to the end), applied on top of the user's with ``keyframes="first"``.
+FIRST_KEYFRAME_ONLY = {"tracker.residual_threshold": 0.0, "tracker.max_frames": 100_000,
+                       "tracker.window_seconds": 3600.0, "tracker.max_gap_seconds": 3600.0}
 
 
 def render_tracked(frames: Sequence[TrackedFrame], count: int, *, width: int = 320, height: int = 240
