@@ -32,7 +32,7 @@ def _panel(ax, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, cent
     ax.set_xlim(c[0] - half, c[0] + half)
     ax.set_ylim(c[1] - half, c[1] + half)
     ax.set_zlim(c[2] - half, c[2] + half)
-    ax.set_box_aspect((1, 1, 1))
+    ax.set_box_aspect((1, 1, 1), zoom=1.35)  # mplot3d leaves wide margins by default
     if not len(faces):
         return
     v = np.asarray(vertices, np.float64)
