@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import bench_tracking as bt
     from bench_io import Q4_COLUMNS, io_costs
-    from bench_node import Q5_COLUMNS, node_end_to_end
+    from bench_node import Q5_COLUMNS, node_end_to_end, node_presets
 
     checkpoint = None
     if questions & {1, 2, 3, 5, 6}:
@@ -209,9 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         tables.append(_not_run("4. I/O", Q4_COLUMNS, "Not run (--questions)."))
     if 5 in questions and cfg.node_seconds > 0:
-        defaults = {"threads": cfg.threads} if cfg.threads else {}
-        tables.append(node_end_to_end(args.model, seconds=cfg.node_seconds, fps=30.0,
-                                      presets=(("defaults", defaults), ("CPU preset", None)),
+        tables.append(node_end_to_end(args.model, seconds=cfg.node_seconds,
+                                      presets=node_presets(cfg.device, cfg.threads),
                                       startup_timeout=cfg.node_startup_timeout, progress=progress))
     else:
         tables.append(_not_run("5. Node end to end", Q5_COLUMNS,

@@ -22,7 +22,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_tracking as bt  # noqa: E402
 from analytic_models import sphere_model  # noqa: E402
 from bench_io import Q4_COLUMNS, io_costs  # noqa: E402
-from bench_node import NodeRun, format_parameter, latency_stats  # noqa: E402
+from bench_node import Q5_COLUMNS, node_presets, node_row  # noqa: E402
 from harness import (  # noqa: E402
     BenchConfig,
     BenchError,
@@ -205,22 +205,32 @@ def test_question4_rows_with_their_columns():
     assert all(r["ms"] > 0 for r in table.rows)
 
 
-def test_question5_latency_and_rates_from_a_run_record():
-    period = 33_333_333
-    stamps = np.arange(10, dtype=np.int64) * period
-    received = [(int(stamps[0]), int(stamps[0]) + 300_000_000, True),
-                (int(stamps[4]), int(stamps[4]) + 100_000_000, False),
-                (int(stamps[4]), int(stamps[4]) + 150_000_000, False),  # a repeat: first arrival counts
-                (int(stamps[8]), int(stamps[8]) + 100_000_000, False),
-                (12345, 99_999_999_999, False)]  # not a stamp that was sent: ignored
-    stats = latency_stats(NodeRun(stamps, received))
-    span = 9 * period / 1e9
-    assert stats["sent"] == 10 and stats["processed"] == 3 and stats["keyframes"] == 1
-    assert stats["rate_hz"] == pytest.approx(3 / span) and stats["input_hz"] == pytest.approx(9 / span)
-    assert stats["p50"] == pytest.approx(100.0) and stats["key_p50"] == pytest.approx(300.0)
-    assert stats["track_p50"] == pytest.approx(100.0)
-    assert format_parameter(1.0) == "1.0" and format_parameter([1, -2.5]) == "[1.0, -2.5]"
-    assert format_parameter(True) == "true" and format_parameter(16) == "16"
+def test_question5_rows_come_from_the_demo_summary_and_presets_undo_its_cpu_settings():
+    from occflow_ros.ros.demo import CPU_PARAMETERS
+    from occflow_ros.ros.node_config import PARAMETERS_BY_NAME
+
+    pct = {"p50": 120.0, "p95": 300.0, "max": 310.0, "n": 5}
+    summary = {"live": {"frames_sent": 301, "frames_processed": 40, "input_rate_hz": 30.0,
+                        "processed_rate_hz": 4.0, "keyframes": 6,
+                        "latency_ms": {"all": pct, "tracking_frames": dict(pct, p50=100.0),
+                                       "keyframes": dict(pct, p50=400.0)}},
+               "errors": {"corr_l2_cm": {"keyframe": 2.0, "later_frames": 3.5,
+                                         "static_later_frames": 6.0}}}
+    row = node_row("a preset", summary)
+    assert set(row) == {k for k, _ in Q5_COLUMNS}
+    assert (row["processed"], row["rate_hz"], row["p95"]) == (40, 4.0, 300.0)
+    assert (row["track_p50"], row["key_p50"], row["corr_cm"], row["static_cm"]) == (100.0, 400.0,
+                                                                                   3.5, 6.0)
+    (cpu_label, cpu), (def_label, defaults) = node_presets("cuda", 1)
+    assert cpu == {"device": "cuda"}  # the demo's own CPU settings, on the run's device
+    for name in CPU_PARAMETERS:
+        if name in ("device", "threads"):
+            continue
+        if name in ("output.depth", "log_period"):  # recording only: the demo keeps them
+            assert name not in defaults
+        else:
+            assert defaults[name] == PARAMETERS_BY_NAME[name].default, name
+    assert defaults["device"] == "cuda" and defaults["threads"] == 1
 
 
 def test_settings_are_validated_with_the_key_named():
