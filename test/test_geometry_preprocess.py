@@ -255,3 +255,24 @@ def test_fit_normalization_puts_the_object_in_the_unit_cube():
 def test_fit_normalization_rejects_what_cannot_be_normalised(points, padding):
     with pytest.raises(PreprocessError):
         fit_normalization(points, padding)
+
+
+def test_a_flat_but_small_surface_of_the_object_is_not_taken_for_the_floor():
+    """The front of a torso is flat within a centimetre over a large share of a person's points; a
+    plane is removed only when it also spans plane_min_extent both ways, like a floor or a table."""
+    rng = np.random.default_rng(7)
+    # a 0.4 m x 0.5 m slab (the torso's front) in front of a rounded body, no floor in view
+    front = np.c_[rng.uniform(-0.2, 0.2, 3000), rng.uniform(-0.25, 0.25, 3000), np.full(3000, 1.5)]
+    back = rng.normal(size=(2000, 3))
+    back = 0.2 * back / np.linalg.norm(back, axis=1, keepdims=True) + [0.0, 0.0, 1.7]
+    body = np.concatenate([front, back]).astype(np.float32)
+    cfg = PreprocessConfig(cluster=False, voxel_size=0.0, outlier_neighbors=0, n_points=None,
+                           remove_plane=True)
+    kept = preprocess(body, cfg, rng)
+    assert kept.plane is None and len(kept.points) == len(body)
+    # with a 3 m x 2 m floor under it, the floor goes and the body stays
+    floor = np.c_[rng.uniform(-1.5, 1.5, 6000), np.full(6000, 0.9), rng.uniform(0.8, 2.8, 6000)]
+    scene = np.concatenate([body, floor.astype(np.float32)])
+    kept = preprocess(scene, cfg, rng)
+    assert kept.plane is not None and abs(abs(kept.plane[1]) - 1.0) < 1e-3
+    assert len(kept.points) == len(body)

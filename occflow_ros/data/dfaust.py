@@ -167,7 +167,7 @@ def dfaust_window_record(seq: DFaustSequence, rng: np.random.Generator, *,
     ``meta['normalization']`` records frame 0's file normalisation in that frame, for the paper's
     metrics.
     """
-    filtering = filtering or PreprocessConfig(cluster=False, n_points=None)
+    filtering = filtering or PreprocessConfig(cluster=False, remove_plane=False, n_points=None)
     pose = dfaust_camera(seq, distance=distance, azimuth=azimuth, eye_height=eye_height)
     rot, origin = pose[:3, :3], pose[:3, 3]
 

@@ -73,7 +73,7 @@ class SyntheticConfig:
     box_size: float = 1.1
     sensor: SensorConfig = field(default_factory=SensorConfig)
     preprocess: PreprocessConfig = field(
-        default_factory=lambda: PreprocessConfig(cluster=False, n_points=None))
+        default_factory=lambda: PreprocessConfig(cluster=False, remove_plane=False, n_points=None))
 
     def __post_init__(self) -> None:
         if self.family_weights is not None and len(self.family_weights) != len(self.families):

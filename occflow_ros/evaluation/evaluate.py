@@ -30,8 +30,8 @@ from .metrics import (
 __all__ = ["evaluation_tracker_config", "evaluate_window", "evaluate_records", "summarize"]
 
 # Records already hold filtered object points (see occflow_ros.data.synthetic): no second filtering.
-RECORD_PREPROCESS = PreprocessConfig(cluster=False, voxel_size=0.0, outlier_neighbors=0,
-                                     n_points=None)
+RECORD_PREPROCESS = PreprocessConfig(cluster=False, remove_plane=False, voxel_size=0.0,
+                                     outlier_neighbors=0, n_points=None)
 
 
 def evaluation_tracker_config(base: TrackerConfig | None = None, *,

@@ -8,7 +8,8 @@ one optional except the first):
 3. **voxel**: one point per occupied cube of edge ``voxel_size`` (the centroid of its points); the
    grid is anchored at the sensor origin, so it does not move with the content of the frame.
 4. **plane**: RANSAC (open3d ``segment_plane``) finds the dominant plane (floor, table, wall); its
-   inliers are removed only if they are at least ``plane_min_fraction`` of the points.
+   inliers are removed only if they are at least ``plane_min_fraction`` of the points and span at
+   least ``plane_min_extent`` in both directions of the plane (a floor, not the front of a torso).
 5. **cluster**: DBSCAN (open3d ``cluster_dbscan``) and the *nearest large cluster* rule (see
    :class:`PreprocessConfig`); by default only when no ROI box is given.
 6. **outliers**: statistical outlier removal (open3d), on what the stages above kept, i.e. on the
@@ -67,6 +68,9 @@ class PreprocessConfig:
         plane_distance: RANSAC inlier distance, > 0.
         plane_min_fraction: remove the plane only if it holds at least this fraction of the
             points, in (0, 1].
+        plane_min_extent: ... and only if its points span at least this many metres along both
+            in-plane directions (2nd-98th percentile), >= 0: a floor or a table is large, while the
+            front of a torso seen by the camera is flat within a centimetre too, but ~0.5 m wide.
         plane_iterations: RANSAC iterations, >= 1.
         plane_sample: RANSAC runs on at most this many points drawn at random (>= 3); the inliers
             are then found among all points. Keeps the stage at a few ms on a full frame.
@@ -86,6 +90,7 @@ class PreprocessConfig:
     remove_plane: bool = True
     plane_distance: float = 0.01
     plane_min_fraction: float = 0.2
+    plane_min_extent: float = 0.8
     plane_iterations: int = 200
     plane_sample: int = 5000
     outlier_neighbors: int = 20
@@ -111,6 +116,7 @@ class PreprocessConfig:
         _number(self, "cluster_min_fraction", lo=0.0, hi=1.0, lo_open=True)
         _number(self, "plane_distance", lo=0.0, lo_open=True)
         _number(self, "plane_min_fraction", lo=0.0, hi=1.0, lo_open=True)
+        _number(self, "plane_min_extent", lo=0.0)
         _integer(self, "plane_iterations", lo=1)
         _integer(self, "plane_sample", lo=3)
         _integer(self, "outlier_neighbors", lo=0)
@@ -340,7 +346,24 @@ def _remove_plane(pts: np.ndarray, config: PreprocessConfig,
     inliers = np.abs(pts.astype(np.float64) @ model[:3] + model[3]) <= config.plane_distance
     if inliers.sum() < config.plane_min_fraction * len(pts):
         return pts, None
+    if _plane_span(pts[inliers], model[:3]) < config.plane_min_extent:
+        return pts, None  # flat, but too small to be a floor or a table: part of the object
     return pts[~inliers], model
+
+
+def _plane_span(points: np.ndarray, normal: np.ndarray) -> float:
+    """The smaller of the two in-plane extents (m) of the points (2nd to 98th percentile)."""
+    helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(normal, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    flat = points.astype(np.float64) @ np.stack([u, v], axis=1)  # (N, 2) in-plane coordinates
+    centred = flat - flat.mean(axis=0)
+    # principal in-plane axes, so a long narrow strip is measured along its length and width
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    along = centred @ axes.T
+    lo, hi = np.percentile(along, [2.0, 98.0], axis=0)
+    return float((hi - lo).min())
 
 
 def _nearest_large_cluster(pts: np.ndarray, config: PreprocessConfig) -> np.ndarray:

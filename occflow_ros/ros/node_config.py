@@ -207,6 +207,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("tracker.preprocess.plane_distance", 0.01, "RANSAC inlier distance (m)", lo=1e-5, hi=1.0),
     _P("tracker.preprocess.plane_min_fraction", 0.2, "remove the plane only if it holds at least this "
        "fraction of the points", lo=1e-6, hi=1.0),
+    _P("tracker.preprocess.plane_min_extent", 0.8, "... and only if its points span at least this "
+       "many metres in both directions of the plane (a floor or table, not the flat front of a torso)",
+       lo=0.0, hi=100.0),
     _P("tracker.preprocess.plane_iterations", 200, "RANSAC iterations", lo=1, hi=1_000_000),
     _P("tracker.preprocess.plane_sample", 5000, "RANSAC runs on at most this many points", lo=3,
        hi=10_000_000),
@@ -305,6 +308,7 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             cluster_min_points=v[pre + "cluster_min_points"],
             cluster_min_fraction=v[pre + "cluster_min_fraction"], remove_plane=v[pre + "remove_plane"],
             plane_distance=v[pre + "plane_distance"], plane_min_fraction=v[pre + "plane_min_fraction"],
+            plane_min_extent=v[pre + "plane_min_extent"],
             plane_iterations=v[pre + "plane_iterations"], plane_sample=v[pre + "plane_sample"],
             outlier_neighbors=v[pre + "outlier_neighbors"],
             outlier_std_ratio=v[pre + "outlier_std_ratio"], voxel_size=v[pre + "voxel_size"],
