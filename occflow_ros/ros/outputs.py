@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
@@ -78,11 +79,24 @@ class OutputBuilder:
         self.fit_color_box = bool(fit_color_box)
         self.color_box: Optional[ColorBox] = None if self.fit_color_box else ColorBox()
         self.published_faces: Optional[np.ndarray] = None
+        self._keyframe_stamp: Optional[Tuple[float, Any]] = None  # (seconds, header stamp)
 
     def reset(self) -> None:
         """Forget the fitted colour box (the next keyframe fits a new one)."""
         if self.fit_color_box:
             self.color_box = None
+        self._keyframe_stamp = None
+
+    def _exact_keyframe_stamp(self, mesh: TrackedMesh, header: Header) -> Any:
+        """The keyframe cloud's own header stamp, remembered when its mesh went through here, so
+        TrackedMesh.keyframe_stamp equals that message's stamp to the nanosecond (the tracker's
+        float seconds are ~0.2 us coarse at epoch times); None if that frame was not seen."""
+        if mesh.topology_changed and mesh.stamp == mesh.keyframe_stamp:
+            self._keyframe_stamp = (mesh.keyframe_stamp, Time(sec=header.stamp.sec,
+                                                              nanosec=header.stamp.nanosec))
+        if self._keyframe_stamp is not None and self._keyframe_stamp[0] == mesh.keyframe_stamp:
+            return self._keyframe_stamp[1]
+        return None
 
     def build(self, mesh: TrackedMesh, header: Header, options: OutputOptions,
               wanted: Optional[Callable[[str], bool]] = None) -> List[Tuple[OutputTopic, Any]]:
@@ -98,6 +112,7 @@ class OutputBuilder:
         """
         if mesh.topology_changed and self.color_box is None and mesh.num_vertices:
             self.color_box = ColorBox.around(mesh.canonical_vertices)
+        keyframe_stamp = self._exact_keyframe_stamp(mesh, header)
         out: List[Tuple[OutputTopic, Any]] = []
         for output in OUTPUTS:
             if not getattr(options, output.option) or (wanted is not None and not wanted(output.name)):
@@ -109,7 +124,7 @@ class OutputBuilder:
             elif output.name == "correspondences":
                 message = to_correspondence_cloud(mesh, header)
             elif output.name == "tracked_mesh":
-                message = to_tracked_mesh_msg(mesh, header)
+                message = to_tracked_mesh_msg(mesh, header, keyframe_stamp=keyframe_stamp)
             else:
                 message = to_input_correspondence_cloud(mesh, header)
                 if message is None:
