@@ -90,7 +90,7 @@ def cloud_dtype(fields: Iterable[Any], point_step: int, is_bigendian: bool) -> n
     Each field becomes a named member at its byte offset (``count > 1``: a sub-array of shape
     ``(count,)``), in the given byte order; ``itemsize == point_step``, so padding and odd point
     steps are kept. Raises PointCloud2Error for an unknown datatype, count 0, duplicate or empty
-    names, a field past point_step, or overlapping fields.
+    names, a field past point_step, overlapping fields, or a point_step numpy cannot represent.
     """
     order = ">" if is_bigendian else "<"
     specs = []
@@ -104,12 +104,17 @@ def cloud_dtype(fields: Iterable[Any], point_step: int, is_bigendian: bool) -> n
             base = base.newbyteorder(order)
         specs.append((f.name, int(f.offset), base, int(f.count)))
     _check_layout(specs, point_step)
-    return np.dtype({
-        "names": [s[0] for s in specs],
-        "formats": [base if count == 1 else np.dtype((base, (count,))) for _, _, base, count in specs],
-        "offsets": [s[1] for s in specs],
-        "itemsize": point_step,
-    })
+    try:
+        return np.dtype({
+            "names": [s[0] for s in specs],
+            "formats": [base if count == 1 else np.dtype((base, (count,))) for _, _, base, count in specs],
+            "offsets": [s[1] for s in specs],
+            "itemsize": point_step,
+        })
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. point_step beyond numpy's 2**31 - 1
+        raise PointCloud2Error(
+            f"PointCloud2 point layout cannot be represented (point_step {point_step}, fields "
+            f"{[s[0] for s in specs]}): {exc}") from exc
 
 
 def _grid_view(msg: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -198,8 +203,11 @@ def read_xyz(msg: Any, *, skip_invalid: bool = True, organized: bool = False) ->
     if native_f32:
         x, y, z = grid["x"], grid["y"], grid["z"]  # strided views, no copy
     else:
-        x, y, z = (grid[a].astype(np.float32) for a in ("x", "y", "z"))
+        with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: inf (invalid)
+            x, y, z = (grid[a].astype(np.float32) for a in ("x", "y", "z"))
     height, width = grid.shape
+    if grid.size == 0:  # no points: the buffer may be too short even for the empty strided views below
+        return np.empty((height, width, 3) if organized else (0, 3), np.float32)
     valid = _valid_mask(x, y, z) if skip_invalid else None
 
     if organized:
@@ -212,7 +220,7 @@ def read_xyz(msg: Any, *, skip_invalid: bool = True, organized: bool = False) ->
     if native_f32 and oy == ox + 4 and oz == ox + 8:
         # x, y, z are one 12-byte run per point: gather whole runs as opaque 12-byte items.
         runs = np.ndarray((height, width), np.dtype("V12"), buf, ox, grid.strides)
-        picked = runs[valid] if valid is not None else np.ascontiguousarray(runs).reshape(-1)
+        picked = runs[valid] if valid is not None else np.array(runs, order="C").reshape(-1)  # a copy
         return picked.view(np.float32).reshape(-1, 3)
     if valid is None:
         out = np.empty((height * width, 3), np.float32)
