@@ -2,7 +2,7 @@
 
 from .config import MeshingConfig, TrackerConfig, TrackingError
 from .ids import IdAssignment, closest_surface_points, inherit_ids
-from .tracker import Tracker
+from .tracker import Tracker, TrackingCancelled
 from .types import TrackedMesh
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "TrackedMesh",
     "Tracker",
     "TrackerConfig",
+    "TrackingCancelled",
     "TrackingError",
     "closest_surface_points",
     "inherit_ids",

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -25,7 +26,12 @@ from .config import TrackerConfig, TrackingError
 from .ids import closest_surface_points, inherit_ids
 from .types import TrackedMesh
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "TrackingCancelled"]
+
+
+class TrackingCancelled(TrackingError):
+    """``feed`` was abandoned because its ``should_stop()`` turned true (a node shutting down); the
+    tracker has been reset."""
 
 
 @dataclass
@@ -59,6 +65,9 @@ class Tracker:
       stamp or an empty frame returns the last mesh again with ``info["held"]`` saying why.
     Returns None until a first mesh exists. The tracker owns all its state; ``reset()`` clears it
     (vertex ids keep counting up, so an id is never reused in a run).
+    ``feed(..., should_stop=f)`` polls ``f()`` between the network batches of a keyframe and between
+    its meshing steps, and abandons the frame (reset, TrackingCancelled) once it is true: a keyframe
+    stops within one batch or one mesh-simplification call instead of running to its end.
     """
 
     def __init__(self, model: OccupancyFlow | Checkpoint, config: TrackerConfig | None = None, *,
@@ -89,6 +98,7 @@ class Tracker:
         self._segment: _Segment | None = None
         self._last: TrackedMesh | None = None
         self._last_stamp: float | None = None
+        self._hold_reason: str | None = None
         self.resets = 0
 
     # -- public ------------------------------------------------------------------------------------
@@ -96,6 +106,18 @@ class Tracker:
     def last(self) -> TrackedMesh | None:
         """The most recent result (None before the first mesh or after a reset)."""
         return self._last
+
+    @property
+    def chunk_size(self) -> int:
+        """Points per network batch and ODE solve now: ``config.chunk_size``, or less after the GPU
+        ran out of memory (halved and retried, down to ``MIN_CHUNK``; kept across resets)."""
+        return self._chunk
+
+    @property
+    def last_hold(self) -> str | None:
+        """Why the last ``feed`` produced no new mesh (repeated stamp, empty frame, empty keyframe
+        mesh), whether it returned the previous mesh again or None; None when it made a new one."""
+        return self._hold_reason
 
     @property
     def normalization(self) -> Normalization | None:
@@ -111,8 +133,14 @@ class Tracker:
         self.resets += 1
 
     @torch.inference_mode()
-    def feed(self, points: np.ndarray, stamp: float) -> TrackedMesh | None:
+    def feed(self, points: np.ndarray, stamp: float, *,
+             should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
+        """One frame: ``points`` (N, 3) metres in the sensor frame, ``stamp`` seconds. Returns the
+        tracked mesh at ``stamp`` (see the class docstring), or None before a first mesh exists.
+        Raises TrackingError for a non-finite stamp, TrackingCancelled when ``should_stop()`` became
+        true during the frame (the tracker is then reset)."""
         started = time.perf_counter()
+        self._hold_reason = None
         stamp = float(stamp)
         if not math.isfinite(stamp):
             raise TrackingError(f"stamp must be a finite number of seconds, got {stamp}")
@@ -143,7 +171,11 @@ class Tracker:
                 reason = f"tracking residual {residual:.3f} m > {threshold:.3f} m"
                 self._last = mesh  # the new keyframe inherits ids from the tracked mesh at this time
         if reason is not None:
-            mesh = self._keyframe(observed, stamp, reason, info)
+            try:
+                mesh = self._keyframe(observed, stamp, reason, info, should_stop)
+            except TrackingCancelled:
+                self.reset()
+                raise
         if mesh is not None:
             mesh.info["total_ms"] = 1e3 * (time.perf_counter() - started)
             self._last = mesh
@@ -175,8 +207,12 @@ class Tracker:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
-    def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict
-                  ) -> TrackedMesh | None:
+    def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
+                  should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
+        def check(step: str) -> None:
+            if should_stop is not None and should_stop():
+                raise TrackingCancelled(f"keyframe at stamp {stamp:.6f} s abandoned {step}")
+
         t0 = time.perf_counter()
         cfg = self.config.meshing
         norm = fit_normalization(observed, padding=self.margin)
@@ -188,6 +224,7 @@ class Tracker:
             cond = model.decoder.condition(c_s)
 
         def field(p: np.ndarray) -> np.ndarray:
+            check("during meshing")
             try:
                 q = torch.from_numpy(p).to(self.device)[None]
                 with self._autocast():
@@ -207,9 +244,12 @@ class Tracker:
         info["keyframe_queries"] = int(result.n_queries)
         v, f = result.vertices, result.faces
         if len(f):
+            check("before mesh cleaning")
             v, f = clean_mesh(v, f, largest_component_only=cfg.largest_component)
             if cfg.target_vertices and len(v) > cfg.target_vertices:
+                check("before simplification")
                 v, f = simplify_mesh(v, f, target_vertices=cfg.target_vertices)
+            check("after simplification")
         info["keyframe_ms"] = 1e3 * (time.perf_counter() - t0)
         if len(f) == 0:
             # Nothing inside: keep what we had rather than publish an empty mesh.
@@ -285,6 +325,7 @@ class Tracker:
     def _hold(self, stamp: float, why: str, info: dict, started: float | None
               ) -> TrackedMesh | None:
         info["held"] = why
+        self._hold_reason = why
         if self._last is None:
             return None
         held = dataclasses.replace(self._last, stamp=stamp, topology_changed=False, info=info,
