@@ -340,12 +340,24 @@ def test_sigterm_stops_the_node_within_2_s_with_exit_code_0(running_node, make_n
 
 # -- start-up failures: one clear error line and a non-zero exit ------------------------------------
 
-# The process-level cases: exit status and the single error line. Every other bad parameter and model
-# is refused by the same code paths, tested in-process in test_ros_node_config.py.
+# The process-level cases: exit status and the single error line. Every other bad parameter is refused
+# by the same code paths, tested in-process in test_ros_node_config.py.
 BAD_STARTS = {
     # case: (extra ros args, exit status, words the error line must contain)
     "missing_model": (["-p", "model_path:={tmp}/missing.pt"], 1,
                       ["parameter 'model_path'", "missing.pt: no such checkpoint file"]),
+    "truncated_model": (["-p", "model_path:={tmp}/cut.pt"], 1,
+                        ["parameter 'model_path'", "cut.pt: truncated or corrupt"]),
+    "model_of_another_version": (["-p", "model_path:={tmp}/future.pt"], 1,
+                                 ["parameter 'model_path'", "future.pt: checkpoint format version 2; "
+                                  "this occflow_ros reads version 1"]),
+    # the ball model was trained for 256 input points; model_input_points says what the setup expects
+    "model_for_another_input_size": (["-p", "model_input_points:=512"], 1,
+                                     ["parameter 'model_path'", "model was trained for 256 input points "
+                                      "per frame, but 512 were asked for"]),
+    "cuda_absent": (["-p", "device:=cuda"], 1,
+                    ["parameter 'device'", "'cuda' requested but CUDA is not available",
+                     "allow_cpu_fallback: true runs on the CPU instead"]),
     "out_of_range": (["-p", "tracker.max_frames:=1"], 2,
                      ["parameter 'tracker.max_frames' must be an integer in [2, 100000]"]),
 }
@@ -355,13 +367,23 @@ BAD_STARTS = {
 def side_nodes(tmp_path_factory, model_file):
     """Every failing start, a node to SIGINT and one with a model that fails inside the tracker, all
     started at once (they import torch in parallel)."""
+    import torch
+
+    from occflow_ros.model.checkpoint import FORMAT_VERSION
+
     tmp = tmp_path_factory.mktemp("side")
+    (tmp / "cut.pt").write_bytes(model_file.read_bytes()[:3000])
+    payload = torch.load(model_file, weights_only=True)
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, tmp / "future.pt")
     procs = {}
     try:
         for case, (extra, _, _) in BAD_STARTS.items():
             args = [a.replace("{tmp}", str(tmp)) for a in extra]
             procs[case] = start_node(tmp, model_file, case, *args)
-        procs["sigint"] = start_node(tmp, model_file, "sigint")
+        # CUDA asked for on this CPU-only machine, with the fallback allowed (then stopped by SIGINT)
+        procs["sigint"] = start_node(tmp, model_file, "sigint", "-p", "device:=cuda",
+                                     "-p", "allow_cpu_fallback:=true")
         # a segment long enough to pass t = 0.5 (the faulty field's blow-up), solved with dopri5
         procs["faulty"] = start_node(tmp, save_faulty_checkpoint(tmp / "faulty.pt"), "faulty",
                                      "-p", "tracker.max_frames:=30", "-p", "tracker.solver.method:=dopri5")
@@ -386,6 +408,15 @@ def test_a_bad_setup_exits_non_zero_with_one_clear_error(side_nodes, case):
     for w in words:
         assert w in errors[0], f"{w!r} not in {errors[0]!r}"
     assert "ready:" not in log
+
+
+def test_cuda_requested_but_absent_runs_on_the_cpu_when_the_fallback_is_allowed(side_nodes):
+    node = side_nodes["sigint"]
+    assert node.wait_for("ready:", 90), node.log()
+    log = node.log()
+    assert "device 'cuda' is not available: running on the CPU (allow_cpu_fallback is true)" in log
+    assert "warm-up on cpu" in log and "; device cpu, model" in log
+    assert not [line for line in log.splitlines() if line.startswith("[ERROR]")], log
 
 
 def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(side_nodes):

@@ -17,6 +17,11 @@ executor would hold an executor thread for tens to hundreds of ms, needs callbac
 serial and would still need a newest-wins queue in front of it. The worker also makes shutdown simple:
 close the mailbox, join the thread. torch and numpy release the GIL while they compute, so the
 executor (subscription, diagnostics timer, parameter services) stays responsive.
+
+Shutdown (SIGINT/SIGTERM, within 2 s): the worker is told to stop; a keyframe in progress is abandoned
+at its next network batch or meshing step (``Tracker.feed(should_stop=...)``), the worker is joined,
+and the outputs already published are flushed (reliable publishers wait until subscribers acknowledged
+them, briefly) before the node is destroyed.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.context import Context
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -52,7 +58,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ..model import CheckpointError, ModelError, load_checkpoint, select_device
-from ..tracking import Tracker, TrackerConfig, TrackingError
+from ..tracking import Tracker, TrackerConfig, TrackingCancelled, TrackingError
 from .conversions import stamp_to_ns, to_diagnostics
 from .errors import PointCloud2Error
 from .node_config import (
@@ -74,7 +80,8 @@ __all__ = ["NODE_NAME", "EXIT_OK", "EXIT_MODEL", "EXIT_PARAMETERS", "Reconstruct
 
 EXIT_OK, EXIT_MODEL, EXIT_PARAMETERS = 0, 1, 2
 THROTTLE_S = 5.0  # rate limit of repeated warnings about bad input
-JOIN_TIMEOUT_S = 1.5  # how long shutdown waits for the worker (SIGTERM to exit stays under 2 s)
+JOIN_TIMEOUT_S = 1.0  # how long shutdown waits for the worker (SIGTERM to exit stays under 2 s)
+FLUSH_TIMEOUT_S = 0.3  # how long shutdown waits for subscribers to acknowledge the last outputs
 NO_INPUT_WARN_S = 2.0  # diagnostics warn when no cloud came for this long
 _LARGE_CLOUD_NOTE = (
     "best-effort delivery of large clouds (a 640x480 cloud is 4.9 MB) needs Fast DDS shared memory or "
@@ -150,6 +157,8 @@ class ReconstructNode(Node):
         self._stopping = threading.Event()
         self._publish_lock = threading.Lock()
         self._worker: Optional[threading.Thread] = None
+        self.last_output_stamp: Optional[int] = None  # ns: header stamp of the last frame published
+        self.flushed: Optional[bool] = None  # after close(): subscribers acknowledged every output
         self.config = self._read_parameters()
         self._output: OutputOptions = self.config.output
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -161,6 +170,7 @@ class ReconstructNode(Node):
 
         cfg = self.config
         self._stats = NodeStats(cfg.stats_window)
+        self._chunk_reported = self.tracker.chunk_size  # a smaller one (out of GPU memory) is logged once
         self._mailbox: LatestMailbox[bytes] = LatestMailbox()
         self._guard = StreamGuard(cfg.max_jump_seconds)  # resets on frame change / stamp jumps
         self._outputs = OutputBuilder(fit_color_box=cfg.fit_color_box)  # shared with the bag replay
@@ -270,7 +280,8 @@ class ReconstructNode(Node):
                                   "checkpoint file (occflow_ros.model.save_checkpoint)")
         started = time.perf_counter()
         try:
-            checkpoint = load_checkpoint(path, map_location=device)
+            checkpoint = load_checkpoint(path, map_location=device,
+                                         expect_input_points=cfg.model_input_points or None)
         except CheckpointError as e:
             raise CheckpointError(f"parameter 'model_path': cannot load the model: {e}") from None
         try:
@@ -354,7 +365,11 @@ class ReconstructNode(Node):
         del msg
         self._check_stream(frame_id, stamp)
         try:
-            mesh = self.tracker.feed(points, stamp)
+            mesh = self.tracker.feed(points, stamp, should_stop=self._stopping.is_set)
+        except TrackingCancelled as e:
+            self._stats.without_output()
+            self.get_logger().info(f"shutting down: {e}")
+            return
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
             self._stats.tracker_error(reason)
@@ -364,8 +379,14 @@ class ReconstructNode(Node):
                 f"{traceback.format_exc()}", throttle_duration_sec=THROTTLE_S)
             self._reset_tracker(f"tracker error: {reason}")
             return
+        finally:
+            self._check_chunk_size()
         if mesh is None:
-            self._stats.held("no mesh yet: nothing to publish")
+            why = f"no mesh yet, nothing to publish: {self.tracker.last_hold or 'no mesh'}"
+            self._stats.held(why)
+            self._stats.without_output()
+            self.get_logger().warning(f"frame of stamp {stamp:.6f} s, frame '{frame_id}': {why}",
+                                      throttle_duration_sec=THROTTLE_S)
             return
         held = mesh.info.get("held")
         if held:
@@ -374,10 +395,21 @@ class ReconstructNode(Node):
                                       throttle_duration_sec=THROTTLE_S)
         if not self._publish(mesh, header):
             return
+        self.last_output_stamp = stamp_ns
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
         keyframe = bool(mesh.topology_changed and mesh.info.get("keyframe"))
         self._stats.processed(latency_ms, 1e3 * (time.perf_counter() - started), keyframe=keyframe,
                               vertices=mesh.num_vertices)
+
+    def _check_chunk_size(self) -> None:
+        """Log once each time the tracker shrank its network batches (the GPU ran out of memory)."""
+        chunk = self.tracker.chunk_size
+        if chunk < self._chunk_reported:
+            self._chunk_reported = chunk
+            self.get_logger().warning(
+                f"out of GPU memory on {self.device}: the networks now run on batches of {chunk} points "
+                f"(tracker.chunk_size {self.config.tracker.chunk_size}); set tracker.chunk_size to "
+                f"{chunk} to start there")
 
     def _check_stream(self, frame_id: str, stamp: float) -> None:
         """Reset the tracker on a frame change, a stamp going backwards or jumping far ahead."""
@@ -403,6 +435,7 @@ class ReconstructNode(Node):
         opts = self._output
         with self._publish_lock:
             if self._stopping.is_set():
+                self._stats.without_output()
                 return False
             try:
                 out = self._outputs.build(mesh, header, opts, wanted=self._has_subscribers)
@@ -419,8 +452,16 @@ class ReconstructNode(Node):
 
     # -- timers (executor thread) ----------------------------------------------------------------
     def status(self) -> Dict[str, Any]:
-        """The node's state as diagnostics key/values (level and message first)."""
-        s = self._stats.snapshot()
+        """The node's state as diagnostics key/values (level and message first).
+
+        The message counts obey ``frames_received == frames_taken + dropped_frames + queued_frames``
+        (``queued_frames`` 0 or 1: the one-slot mailbox) and ``frames_taken == frames_processed +
+        rejected_messages + tracker_errors + publish_errors + frames_without_output`` (+ 1 while the
+        worker holds a frame). ``chunk_size``: points per network batch now (less than
+        ``tracker.chunk_size`` after the GPU ran out of memory).
+        """
+        s = self._stats.snapshot()  # outcomes first, then the mailbox: taken >= the outcomes read
+        box = self._mailbox.counts()
         since = s["seconds_since_input"]
         if since is None:
             level, message = "warn", f"waiting for clouds on {self.input_topic}"
@@ -441,13 +482,16 @@ class ReconstructNode(Node):
             "processing_p50_ms": s["processing_p50_ms"],
             "processing_p95_ms": s["processing_p95_ms"],
             "window_s": self._stats.window,
-            "frames_received": s["frames_received"], "frames_processed": s["frames_processed"],
-            "dropped_frames": self._mailbox.dropped, "keyframes": s["keyframes"],
+            "frames_received": box["received"], "frames_taken": box["taken"],
+            "queued_frames": box["queued"], "frames_processed": s["frames_processed"],
+            "dropped_frames": box["dropped"], "frames_without_output": s["frames_without_output"],
+            "keyframes": s["keyframes"],
             "resets": s["resets"], "last_reset": s["last_reset"],
             "held_frames": s["held_frames"], "last_held": s["last_held"],
             "rejected_messages": s["rejected_messages"], "last_rejection": s["last_rejection"],
             "tracker_errors": s["tracker_errors"], "last_tracker_error": s["last_tracker_error"],
             "publish_errors": s["publish_errors"], "vertices": s["vertices"],
+            "chunk_size": self.tracker.chunk_size,
             "device": str(self.device), "model_path": str(self.config.model_path),
             "warmup_ms": self.warmup_ms,
         }
@@ -471,19 +515,30 @@ class ReconstructNode(Node):
             f"{s['rejected_messages']}, errors {s['tracker_errors'] + s['publish_errors']}")
 
     # -- shutdown --------------------------------------------------------------------------------
-    def close(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
-        """Stop the worker: no frame is published after this returns, none half-published. True when
-        the worker has ended; False when it is still inside the tracker after ``timeout`` seconds (it
-        then publishes nothing more and ends with the process)."""
+    def close(self, timeout: float = JOIN_TIMEOUT_S, flush_timeout: float = FLUSH_TIMEOUT_S) -> bool:
+        """Stop the worker (a keyframe in progress is abandoned at its next batch), then flush: wait up
+        to ``flush_timeout`` seconds for subscribers to acknowledge what was published (``flushed``
+        says whether they all did). No frame is published after this returns, none half-published.
+        True when the worker has ended; False when it is still inside the tracker after ``timeout``
+        seconds (it then publishes nothing more and ends with the process)."""
         self._stopping.set()
         mailbox = getattr(self, "_mailbox", None)
         if mailbox is not None:
             mailbox.close()
         worker = self._worker
+        joined = True
         if worker is not None and worker.is_alive() and worker is not threading.current_thread():
             worker.join(timeout)
-            return not worker.is_alive()
-        return True
+            joined = not worker.is_alive()
+        if self.flushed is None:
+            publishers = list(getattr(self, "_output_publishers", {}).values())
+            deadline = time.monotonic() + flush_timeout
+            flushed = True
+            for publisher in publishers:
+                left = max(0.0, deadline - time.monotonic())
+                flushed = publisher.wait_for_all_acked(Duration(seconds=left)) and flushed
+            self.flushed = flushed
+        return joined
 
     def destroy_node(self) -> None:
         self.close()
@@ -535,12 +590,17 @@ def main(args: Optional[List[str]] = None) -> int:
         finally:
             started = time.monotonic()
             joined = node.close()
+            last = ("none" if node.last_output_stamp is None
+                    else f"{node.last_output_stamp / 1e9:.9f} s")
+            flushed = ("acknowledged by every subscriber" if node.flushed
+                       else f"not all acknowledged within {FLUSH_TIMEOUT_S:g} s")
             executor.shutdown(timeout_sec=0.5)
             node.destroy_node()
             node = None
             took = time.monotonic() - started
             if joined:
-                logger.info(f"shut down cleanly in {took:.2f} s")
+                logger.info(f"shut down cleanly in {took:.2f} s (worker joined; outputs {flushed}; "
+                            f"last output stamp {last})")
             else:
                 logger.warning(f"shut down in {took:.2f} s; the worker was still inside the tracker "
                                "(nothing more is published)")

@@ -117,6 +117,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     # -- model and device ---------------------------------------------------------------------------
     _P("model_path", "", "Occupancy Flow checkpoint file (occflow_ros.model.save_checkpoint); empty: the "
        "shipped model occflow_ros/weights/" + DEFAULT_MODEL_FILE),
+    _P("model_input_points", 0, "the number of input points per frame the model must have been trained "
+       "for (its config's input_points); a checkpoint trained for another number is refused at start-up. "
+       "0: accept any (the node feeds the model as many points as it was trained for)", lo=0, hi=100_000),
     _P("device", "auto", "torch device: " + _DEVICE_HINT + " (auto: the first CUDA GPU if there is one, "
        "else the CPU)"),
     _P("allow_cpu_fallback", False, "when a CUDA device is asked for but absent, run on the CPU instead "
@@ -372,6 +375,7 @@ class NodeConfig:
 
     model_path: Path
     model_path_is_default: bool
+    model_input_points: int
     device: str
     allow_cpu_fallback: bool
     precision: str
@@ -407,6 +411,7 @@ def node_config_from_parameters(values: Mapping[str, Any]) -> NodeConfig:
     return NodeConfig(
         model_path=resolve_model_path(model_value),
         model_path_is_default=not model_value.strip(),
+        model_input_points=v["model_input_points"],
         device=_check_device(v["device"]),
         allow_cpu_fallback=v["allow_cpu_fallback"],
         precision=v["precision"],

@@ -19,7 +19,8 @@ class LatestMailbox(Generic[T]):
 
     ``put`` never blocks on the consumer (it holds the lock for a few assignments): it stores the item,
     counting the one it replaces as dropped, and wakes the worker. ``take`` waits for an item and
-    empties the slot. ``close`` wakes a waiting ``take`` for good (shutdown).
+    empties the slot. ``close`` wakes a waiting ``take`` for good (shutdown). At every moment
+    ``received == taken + dropped + queued`` with ``queued`` 0 or 1 (:meth:`counts` reads them together).
     """
 
     def __init__(self) -> None:
@@ -28,7 +29,8 @@ class LatestMailbox(Generic[T]):
         self._full = False
         self._closed = False
         self.received = 0  # items put
-        self.dropped = 0  # items replaced before anyone took them
+        self.dropped = 0  # items replaced before anyone took them (or discarded by close)
+        self.taken = 0  # items handed to the consumer
 
     def put(self, item: T) -> bool:
         """Store ``item`` (replacing, and counting as dropped, an untaken one); False once closed."""
@@ -52,14 +54,23 @@ class LatestMailbox(Generic[T]):
             if self._closed or not self._full:
                 return None
             item, self._item, self._full = self._item, None, False
+            self.taken += 1
             return item
 
     def close(self) -> None:
         """Refuse further items and wake the consumer."""
         with self._cond:
             self._closed = True
+            if self._full:
+                self.dropped += 1
             self._item, self._full = None, False
             self._cond.notify_all()
+
+    def counts(self) -> Dict[str, int]:
+        """``received``, ``taken``, ``dropped`` and ``queued`` (0 or 1), read together under the lock."""
+        with self._cond:
+            return {"received": self.received, "taken": self.taken, "dropped": self.dropped,
+                    "queued": int(self._full)}
 
     @property
     def closed(self) -> bool:
@@ -77,7 +88,13 @@ class NodeStats:
     """Counters and sliding-window measurements of the node, safe to update from several threads.
 
     Times are ``clock()`` seconds (monotonic by default); latencies and processing times are in ms.
-    Rates and percentiles cover the last ``window`` seconds (or less, right after the first frame).
+    Rates and percentiles cover the last ``window`` seconds (or less, right after the first frame);
+    events older than that are dropped as new ones come, so memory stays flat however long the node
+    runs (``max_events`` caps a window's worth too).
+
+    Each message the worker takes ends in exactly one outcome: ``processed`` (outputs published),
+    ``rejected``, ``tracker_error``, ``publish_error`` or ``without_output`` (nothing to publish: no
+    mesh yet, or abandoned at shutdown). ``held`` and ``reset`` are notes beside an outcome.
     """
 
     def __init__(self, window: float, clock: Callable[[], float] = time.monotonic,
@@ -94,15 +111,26 @@ class NodeStats:
         self._last_problem: Optional[float] = None
         self.counts: Dict[str, int] = {"frames_received": 0, "frames_processed": 0, "keyframes": 0,
                                        "resets": 0, "held_frames": 0, "rejected_messages": 0,
-                                       "tracker_errors": 0, "publish_errors": 0}
+                                       "tracker_errors": 0, "publish_errors": 0,
+                                       "frames_without_output": 0}
         self.last: Dict[str, Any] = {"last_rejection": None, "last_reset": None, "last_held": None,
                                      "last_tracker_error": None, "last_publish_error": None,
                                      "vertices": None}
 
     # -- events (each takes the lock for a few operations) ----------------------------------------
+    def _prune(self, t: float) -> None:
+        """Forget events that left the window (called under the lock)."""
+        start = t - self.window
+        received, processed = self._received, self._processed
+        while received and received[0] < start:
+            received.popleft()
+        while processed and processed[0][0] < start:
+            processed.popleft()
+
     def received(self) -> None:
         t = self._clock()
         with self._lock:
+            self._prune(t)
             self._received.append(t)
             self.counts["frames_received"] += 1
             self._last_received = t
@@ -113,10 +141,16 @@ class NodeStats:
                   vertices: int) -> None:
         t = self._clock()
         with self._lock:
+            self._prune(t)
             self._processed.append((t, float(latency_ms), float(processing_ms)))
             self.counts["frames_processed"] += 1
             self.counts["keyframes"] += int(bool(keyframe))
             self.last["vertices"] = int(vertices)
+
+    def without_output(self) -> None:
+        """A taken message that ended with nothing to publish (no mesh yet, or shutting down)."""
+        with self._lock:
+            self.counts["frames_without_output"] += 1
 
     def held(self, reason: str) -> None:
         with self._lock:
@@ -149,6 +183,7 @@ class NodeStats:
     # -- reading ----------------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
         """Rates (Hz), latency and processing p50/p95 (ms) over the window, counters, last reasons,
+        ``events_in_window`` (received + processed events kept),
         ``seconds_since_input`` (None before the first message) and ``recent_problem`` (a rejection, tracker or
         publish error within the window)."""
         t = self._clock()
@@ -156,6 +191,7 @@ class NodeStats:
         with self._lock:
             received = sum(1 for x in self._received if x >= start)
             recent = [p for p in self._processed if p[0] >= start]
+            kept = len(self._received) + len(self._processed)
             counts = dict(self.counts)
             last = dict(self.last)
             first, last_input, problem = self._first, self._last_received, self._last_problem
@@ -170,4 +206,5 @@ class NodeStats:
             **counts, **last,
             "seconds_since_input": None if last_input is None else t - last_input,
             "recent_problem": problem is not None and problem >= start,
+            "events_in_window": kept,
         }

@@ -105,7 +105,8 @@ def make_tracker(config: NodeConfig, *, threads: Optional[int] = None):
     path = config.model_path
     if config.model_path_is_default and not path.is_file():
         raise CheckpointError(f"no model given (--model) and the shipped model {path} is not installed")
-    checkpoint = load_checkpoint(path, map_location=device)
+    checkpoint = load_checkpoint(path, map_location=device,
+                                 expect_input_points=config.model_input_points or None)
     torch.manual_seed(config.tracker.seed)
     return Tracker(checkpoint, config.tracker, device=device, precision=config.precision)
 
