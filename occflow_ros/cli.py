@@ -438,6 +438,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     except DemoError as e:
         print(f"occflow-demo: FAILED: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("occflow-demo: interrupted (the node was stopped)", file=sys.stderr)
+        return 130
     print()
     print(result.text)
     print(f"\nreport: {result.out_dir / 'report.md'}")
