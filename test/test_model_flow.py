@@ -8,7 +8,7 @@ import torch
 from occflow_ros.model import ModelConfig, ModelError, OccupancyFlow, SolverConfig
 
 CFG = ModelConfig(c_dim=16, encoder_hidden=16, decoder_hidden=16, velocity_hidden=16,
-                  encoder_blocks=1, decoder_blocks=1, velocity_blocks=2)
+                  encoder_blocks=1, decoder_blocks=1, velocity_blocks=2, fourier_octaves=0)
 OFFSET = 10.0
 
 

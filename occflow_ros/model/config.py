@@ -53,6 +53,7 @@ class ModelConfig:
     decoder_blocks: int = 4  # FiLM-conditioned residual blocks of the occupancy decoder
     velocity_hidden: int = 128  # width of the velocity field
     velocity_blocks: int = 2  # FiLM-conditioned residual blocks of the velocity field
+    fourier_octaves: int = 4  # positional encoding of coordinates in every network (0: raw xyz)
     input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
     window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]
 
@@ -61,6 +62,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), 1, 4096)
         for name in ("encoder_blocks", "decoder_blocks", "velocity_blocks"):
             _check_int(name, getattr(self, name), 1, 64)
+        _check_int("fourier_octaves", self.fourier_octaves, 0, 16)
         _check_int("input_points", self.input_points, 1, 1_000_000)
         _check_float("window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
 

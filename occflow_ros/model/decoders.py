@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelError
-from .layers import FiLMResBlock
+from .layers import FiLMResBlock, FourierFeatures
 
 __all__ = ["Conditioning", "OccupancyDecoder", "VelocityField"]
 
@@ -23,12 +23,15 @@ Conditioning = torch.Tensor  # (B, n_blocks, 2, 1, H): per-block (gamma, beta), 
 class _FiLMMLP(nn.Module):
     """Residual MLP on per-point inputs whose blocks are modulated by a per-sample code."""
 
-    def __init__(self, in_dim: int, c_dim: int, hidden: int, n_blocks: int, out_dim: int) -> None:
+    def __init__(self, extra_in: int, c_dim: int, hidden: int, n_blocks: int, out_dim: int,
+                 octaves: int = 0) -> None:
         super().__init__()
         self.hidden = hidden
         self.n_blocks = n_blocks
         self.c_dim = c_dim
-        self.fc_in = nn.Linear(in_dim, hidden)
+        self.fourier = FourierFeatures(octaves)
+        # input: the point's (Fourier) features, then `extra_in` more scalars (the time)
+        self.fc_in = nn.Linear(self.fourier.out_dim + extra_in, hidden)
         self.film = nn.Linear(c_dim, n_blocks * 2 * hidden)
         self.blocks = nn.ModuleList([FiLMResBlock(hidden) for _ in range(n_blocks)])
         self.fc_out = nn.Linear(hidden, out_dim)
@@ -56,8 +59,8 @@ class OccupancyDecoder(_FiLMMLP):
     Points are in the keyframe's normalised space; logit > 0 means inside (probability > 0.5).
     """
 
-    def __init__(self, c_dim: int, hidden: int, n_blocks: int) -> None:
-        super().__init__(3, c_dim, hidden, n_blocks, 1)
+    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0) -> None:
+        super().__init__(0, c_dim, hidden, n_blocks, 1, octaves)
 
     def forward(self, points: torch.Tensor, code: torch.Tensor | None = None,
                 cond: Conditioning | None = None) -> torch.Tensor:
@@ -67,7 +70,7 @@ class OccupancyDecoder(_FiLMMLP):
             if code is None:
                 raise ModelError("OccupancyDecoder needs a code or a precomputed conditioning")
             cond = self.condition(code)
-        return self.trunk(self.fc_in(points), cond).squeeze(-1)
+        return self.trunk(self.fc_in(self.fourier(points)), cond).squeeze(-1)
 
 
 class VelocityField(_FiLMMLP):
@@ -77,8 +80,8 @@ class VelocityField(_FiLMMLP):
     The last layer starts at zero, so an untrained field is the identity flow.
     """
 
-    def __init__(self, c_dim: int, hidden: int, n_blocks: int) -> None:
-        super().__init__(4, c_dim, hidden, n_blocks, 3)
+    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0) -> None:
+        super().__init__(1, c_dim, hidden, n_blocks, 3, octaves)
         nn.init.zeros_(self.fc_out.weight)
         nn.init.zeros_(self.fc_out.bias)
 
@@ -93,8 +96,10 @@ class VelocityField(_FiLMMLP):
         t = torch.as_tensor(t, dtype=points.dtype, device=points.device)
         if t.dim() == 1:
             t = t[:, None]
-        # fc_in on (x, y, z, t) without building the concatenated tensor.
+        # fc_in on (features(p), t) without building the concatenated tensor.
         weight, bias = self.fc_in.weight, self.fc_in.bias
-        h = torch.addmm(bias, points.reshape(-1, 3), weight[:, :3].t()).view(*points.shape[:2], -1)
-        h = h + t[..., None] * weight[:, 3]
+        feats = self.fourier(points)
+        d = feats.shape[-1]
+        h = torch.addmm(bias, feats.reshape(-1, d), weight[:, :d].t()).view(*points.shape[:2], -1)
+        h = h + t[..., None] * weight[:, d]
         return self.trunk(h, cond)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import ModelError
-from .layers import ResBlock, finite_or_zero, masked_max
+from .layers import FourierFeatures, ResBlock, finite_or_zero, masked_max
 
 __all__ = ["PointSetEncoder", "SpatialEncoder", "SpatioTemporalEncoder", "EncoderState"]
 
@@ -37,10 +37,12 @@ class PointSetEncoder(nn.Module):
     Frames need not correspond: points are an unordered set per frame.
     """
 
-    def __init__(self, in_dim: int, hidden: int, c_dim: int, n_blocks: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, c_dim: int, n_blocks: int,
+                 octaves: int = 0) -> None:
         super().__init__()
         self.in_dim = in_dim
-        self.fc_in = nn.Linear(in_dim, 2 * hidden)
+        self.fourier = FourierFeatures(octaves)  # on x, y, z; further features (t) pass through
+        self.fc_in = nn.Linear(self.fourier.out_dim + in_dim - 3, 2 * hidden)
         self.blocks = nn.ModuleList([ResBlock(2 * hidden, hidden, hidden) for _ in range(n_blocks)])
         self.fc_c = nn.Linear(hidden, c_dim)
 
@@ -73,7 +75,7 @@ class PointSetEncoder(nn.Module):
                 point_mask = frame_mask[:, :, None].expand(x.shape[:3])
             else:
                 point_mask = point_mask & frame_mask[:, :, None]
-        net = self.fc_in(x)
+        net = self.fc_in(torch.cat([self.fourier(x[..., :3]), x[..., 3:]], dim=-1))
         new_pools = []
         past = net  # placeholder; assigned in the loop
         for block, prev in zip(self.blocks, state.pools):
@@ -90,9 +92,9 @@ class PointSetEncoder(nn.Module):
 class SpatialEncoder(nn.Module):
     """Shape code c_s of the keyframe's points: (B, N, 3) [+ mask (B, N)] -> (B, c_dim)."""
 
-    def __init__(self, hidden: int, c_dim: int, n_blocks: int) -> None:
+    def __init__(self, hidden: int, c_dim: int, n_blocks: int, octaves: int = 0) -> None:
         super().__init__()
-        self.net = PointSetEncoder(3, hidden, c_dim, n_blocks)
+        self.net = PointSetEncoder(3, hidden, c_dim, n_blocks, octaves)
 
     def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if points.dim() != 3 or points.shape[-1] != 3:
@@ -107,9 +109,9 @@ class SpatioTemporalEncoder(nn.Module):
     Each point enters as (x, y, z, t) with t its frame's normalised time.
     """
 
-    def __init__(self, hidden: int, c_dim: int, n_blocks: int) -> None:
+    def __init__(self, hidden: int, c_dim: int, n_blocks: int, octaves: int = 0) -> None:
         super().__init__()
-        self.net = PointSetEncoder(4, hidden, c_dim, n_blocks)
+        self.net = PointSetEncoder(4, hidden, c_dim, n_blocks, octaves)
 
     @staticmethod
     def _features(points: torch.Tensor, times: torch.Tensor) -> torch.Tensor:

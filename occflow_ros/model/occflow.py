@@ -26,10 +26,11 @@ class OccupancyFlow(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         c = self.config
-        self.spatial_encoder = SpatialEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks)
-        self.temporal_encoder = SpatioTemporalEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks)
-        self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks)
-        self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks)
+        k = c.fourier_octaves
+        self.spatial_encoder = SpatialEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
+        self.temporal_encoder = SpatioTemporalEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
+        self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k)
+        self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks, k)
 
     # -- codes -------------------------------------------------------------------------------------
     def encode_shape(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
