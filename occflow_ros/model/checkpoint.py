@@ -143,8 +143,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *,
     for key in ("model_config", "state_dict", "normalization", "training"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    raw_config = payload["model_config"]
+    if isinstance(raw_config, dict) and "fourier_octaves" not in raw_config:
+        # written before the networks had Fourier features: they saw raw coordinates
+        raw_config = dict(raw_config, fourier_octaves=0)
     try:
-        config = ModelConfig.from_dict(payload["model_config"])
+        config = ModelConfig.from_dict(raw_config)
     except (ModelError, TypeError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from None
     if expect_input_points is not None and config.input_points != expect_input_points:
