@@ -28,7 +28,9 @@ __all__ = ["REPO", "DEFAULT_DFAUST", "SOLVER_NAMES", "BenchError", "BenchConfig"
            "median", "percentile", "Progress", "fmt"]
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DFAUST = REPO.parent / "shared" / "data" / "dfaust" / "50002_light_hopping_loose"
+#: The real D-FAUST sequence in ../shared/data (or $OCCFLOW_SHARED_DATA, as for the tests).
+DEFAULT_DFAUST = (Path(os.environ.get("OCCFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+                  / "dfaust" / "50002_light_hopping_loose")
 SOLVER_NAMES = ("euler", "midpoint", "rk4", "dopri5")
 
 
