@@ -89,7 +89,7 @@ def make_tracker(model: Model, device: torch.device, precision: str = "auto", *,
         changes["solver"] = solver
     config = evaluation_tracker_config(dataclasses.replace(base, **changes))
     # The windows hold the object's points alone: no dominant-plane removal on them (see
-    # sequences.OBJECT_FILTERING; evaluation_tracker_config's RECORD_PREPROCESS still has it on).
+    # sequences.OBJECT_FILTERING), whatever the evaluation settings say.
     config = dataclasses.replace(config, preprocess=dataclasses.replace(config.preprocess,
                                                                         remove_plane=False))
     return Tracker(model, config, device=device, precision=precision)
