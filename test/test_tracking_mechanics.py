@@ -165,8 +165,10 @@ def test_keyframe_policy(case):
     else:
         # the object jumps 0.3 m sideways: the tracked mesh no longer explains the data
         mesh = tracker.feed(sphere_frame(4 / 30, rng, offset=(0.3, 0.0, 0.0)), 4 / 30)
-        assert "tracking residual" in mesh.info["keyframe_reason"]
-        assert mesh.info["residual_m"] > 0.05
+        reason = mesh.info["keyframe_reason"]
+        assert "tracking residual" in reason and "grew by more than 0.050 m" in reason
+        assert float(reason.split()[2]) > 0.05  # what the tracked mesh left unexplained
+        assert mesh.info["residual_m"] < 0.01  # the new keyframe's mesh explains the data again
     assert mesh.topology_changed and mesh.keyframe_id == 1
 
 

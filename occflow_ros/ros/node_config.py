@@ -163,10 +163,12 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("tracker.window_seconds", 0.0, "a new keyframe at most this long after the last one (s); 0: the "
        "model's trained window", lo=0.0, hi=3600.0),
     _P("tracker.max_frames", 30, "frames per keyframe segment, keyframe included", lo=2, hi=100_000),
-    _P("tracker.residual_threshold", 0.05, "mean distance (m) from the observed points to the tracked "
-       "surface above which a keyframe is forced; 0: never", lo=0.0, hi=100.0),
+    _P("tracker.residual_threshold", 0.03, "growth (m) of the mean distance from the observed points to "
+       "the tracked surface over its value at the keyframe that forces a keyframe; 0: never",
+       lo=0.0, hi=100.0),
     _P("tracker.residual_clip", 0.2, "distances are clipped here (m) before averaging", lo=1e-6, hi=100.0),
-    _P("tracker.max_gap_seconds", 0.5, "a gap between frames longer than this (s) forces a keyframe",
+    _P("tracker.max_gap_seconds", 1.0, "a gap between processed frames longer than this (s) forces a "
+       "keyframe (keep it above a keyframe's processing time)",
        lo=1e-3, hi=3600.0),
     _P("tracker.min_points", 50, "frames with fewer points after preprocessing hold the last mesh",
        lo=1, hi=10_000_000),

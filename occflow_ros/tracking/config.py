@@ -70,8 +70,11 @@ class TrackerConfig:
       always normalised with the model's own window; a longer window here makes the velocity field
       extrapolate beyond the times it was trained on.
     max_frames: frames per keyframe segment, keyframe included, before a new keyframe.
-    residual_threshold: mean distance (m) from the observed points to the tracked surface above which
-      the tracked mesh no longer explains the data and a keyframe is forced; 0 disables the check.
+    residual_threshold: the tracking residual is the mean distance (m) from the observed points to
+      the tracked surface; when it has grown by more than this over its value at the keyframe, the
+      tracked mesh no longer explains the data as well as the keyframe did and a new keyframe is
+      forced; 0 disables the check. (Relative to the keyframe, so a model that reconstructs an
+      object less exactly does not re-key on every frame.)
     residual_clip: distances are clipped here (m) before averaging (robust to stray points).
     max_gap_seconds: a gap between frames longer than this forces a keyframe.
     min_points: frames with fewer preprocessed points are treated as empty (mesh held).
@@ -86,9 +89,9 @@ class TrackerConfig:
 
     window_seconds: float | None = None
     max_frames: int = 30
-    residual_threshold: float = 0.05
+    residual_threshold: float = 0.03
     residual_clip: float = 0.2
-    max_gap_seconds: float = 0.5
+    max_gap_seconds: float = 1.0
     min_points: int = 50
     id_match_distance: float = 0.03
     input_correspondences: bool = True

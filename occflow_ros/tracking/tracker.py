@@ -49,6 +49,7 @@ class _Segment:
     canonical: np.ndarray  # (V, 3) float32 metres
     t_prev: float  # normalised time of the last frame
     frames: int
+    residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
 
 
 class Tracker:
@@ -167,8 +168,10 @@ class Tracker:
             mesh = self._track(observed, stamp, info)
             residual = info.get("residual_m", 0.0)
             threshold = self.config.residual_threshold
-            if threshold > 0 and residual > threshold:
-                reason = f"tracking residual {residual:.3f} m > {threshold:.3f} m"
+            base = self._segment.residual
+            if threshold > 0 and residual > base + threshold:
+                reason = (f"tracking residual {residual:.3f} m grew by more than {threshold:.3f} m "
+                          f"over the keyframe's {base:.3f} m")
                 self._last = mesh  # the new keyframe inherits ids from the tracked mesh at this time
         if reason is not None:
             try:
@@ -269,12 +272,15 @@ class Tracker:
         self._next_id = assignment.next_id
         keyframe_id = self._keyframes
         self._keyframes += 1
+        faces = f.astype(np.uint32)
+        residual = self._residual(vertices_m, faces, observed)
         self._segment = _Segment(
             keyframe_id=keyframe_id, key_stamp=stamp, norm=norm, encoder=encoder,
             code=codes[:, -1].float(),
             vertices=torch.from_numpy(v.astype(np.float32)).to(self.device)[None],
-            faces=f.astype(np.uint32), ids=assignment.ids, canonical=assignment.canonical,
-            t_prev=0.0, frames=1)
+            faces=faces, ids=assignment.ids, canonical=assignment.canonical,
+            t_prev=0.0, frames=1, residual=residual)
+        info["residual_m"] = residual
         info.update(keyframe=True, keyframe_reason=reason, ids_inherited=assignment.inherited,
                     ids_fresh=len(v) - assignment.inherited)
         seen = norm.to_metres(x[0].float().cpu().numpy())  # the points the model was given
@@ -307,8 +313,7 @@ class Tracker:
         seg.frames += 1
         vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
         info.update(keyframe=False, encode_ms=1e3 * (t1 - t0), flow_ms=1e3 * (t2 - t1))
-        dist, _, _ = closest_surface_points(vertices_m, seg.faces, observed)
-        info["residual_m"] = float(np.minimum(dist, self.config.residual_clip).mean())
+        info["residual_m"] = self._residual(vertices_m, seg.faces, observed)
         keyframe_points = None
         if self.config.input_correspondences:
             back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
@@ -321,6 +326,11 @@ class Tracker:
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=observed,
             input_keyframe_points=keyframe_points, info=info)
+
+    def _residual(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray) -> float:
+        """Mean distance (m) from the observed points to the mesh, each clipped at residual_clip."""
+        dist, _, _ = closest_surface_points(vertices, faces, observed)
+        return float(np.minimum(dist, self.config.residual_clip).mean())
 
     def _hold(self, stamp: float, why: str, info: dict, started: float | None
               ) -> TrackedMesh | None:
