@@ -25,12 +25,22 @@ from occflow_ros.ros.outputs import output_topic
 
 MODEL_ENV = "OCCFLOW_TEST_MODEL"
 WINDOW_S = 0.5
-# Bounds on the tracking error (cm, mean over the frames after each keyframe; see the report for how
-# they were chosen from measured runs with the trained model):
-CORR_L2_BOUND_CM = 12.0
-CHAMFER_BOUND_CM = 10.0
-# tracked vertices must beat vertices left where the keyframe put them by this factor
+# The bounds (cm; means over the frames after each keyframe, vertices matched to the dense truth at
+# their keyframe). What they rest on, measured on this scene (seeds 7, 11, 12, 13; Shape4D.trajectory):
+# jumping jacks move the surface by 3.7-5.9 cm on average in 0.1 s and 8.7-13 cm in 0.3-0.5 s, so
+# vertices that stay where the keyframe put them score ~7.5 cm or more over a 0.5 s window on top of
+# the keyframe mesh's own error. A tracker under 6 cm therefore follows the motion, and it must also
+# beat that static error (same matches, vertices frozen) by 15%: a field that does not move the
+# vertices fails both. Chamfer-L1 is against the whole body (the unseen back is the model's
+# completion), < 4 cm as test_tracking_trained.py asks of the same model without ROS. A new keyframe
+# keeps >= 30% of the tracked ids every time and half on average (0.5 s apart, most of the surface
+# is the same). Training checkpoints measured so far (IoU <= 0.36, a flow that has not learnt motion:
+# tracked = static within 2%, 18-20 cm) fail this test, as they should. Re-measure with the shipped
+# model and tighten.
+CORR_L2_BOUND_CM = 6.0
+CHAMFER_BOUND_CM = 4.0
 STATIC_RATIO = 0.85
+IDS_KEPT_MIN, IDS_KEPT_MEAN = 0.3, 0.5
 
 
 def trained_model() -> Path:
@@ -80,7 +90,8 @@ def test_vertex_ids_persist_across_at_least_two_keyframes(demo):
     assert ids["keyframe_changes"] >= 2, context(demo)
     assert ids["segments_consistent"], "ids changed within a keyframe segment"
     # a new keyframe inherits the ids of the tracked surface it replaces (most of it, every time)
-    assert ids["kept"]["min"] >= 0.3, f"fraction of ids kept per keyframe {ids['kept_each']}\n{context(demo)}"
+    kept = f"fraction of ids kept per keyframe {ids['kept_each']}\n{context(demo)}"
+    assert ids["kept"]["min"] >= IDS_KEPT_MIN and ids["kept"]["mean"] >= IDS_KEPT_MEAN, kept
 
 
 def test_tracking_error_against_ground_truth_is_bounded_and_beats_vertices_left_still(demo):
