@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..tracking import TrackedMesh
+from .sequence import EvaluationError
 from .stream import StreamScorer
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class DemoReportError(ValueError):
+class DemoReportError(EvaluationError):
     """Demo records that cannot be summarised (nothing received, inconsistent arrays)."""
 
 

@@ -27,13 +27,14 @@ from ..data import (
     view_of,
 )
 from ..data.shape import Shape4D
+from .sequence import EvaluationError
 
 __all__ = ["DemoSceneError", "SceneConfig", "DemoScene"]
 
 _MM = 1000.0
 
 
-class DemoSceneError(ValueError):
+class DemoSceneError(EvaluationError):
     """An invalid demo scene setting; the message names the key and the allowed range."""
 
 
