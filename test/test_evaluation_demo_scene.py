@@ -1,4 +1,4 @@
-"""The demo's pre-rendered scene: compact frames that rebuild RealSense-like clouds on the exact moving surface."""
+"""The demo's pre-rendered scene: compact frames that rebuild RealSense-like clouds on the moving surface."""
 
 from __future__ import annotations
 
