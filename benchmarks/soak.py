@@ -4,10 +4,13 @@ What :func:`run_soak` does:
 
 1. starts the real node as its own process, as users do (``python -m occflow_ros.ros.node --ros-args
    --params-file config/reconstruct.yaml -p ...``), and waits for its "ready" line;
-2. streams a ray-cast sphere sweeping in front of a 160x120 depth camera (test/node_peer.py's scene:
-   NaN and zero pixels, 1 mm noise, a jump back every 2 s) as organized PointCloud2 at ``rate`` Hz
-   over Fast DDS shared memory, stamped with the time of sending; the frames of one sweep are built
-   once and re-sent with fresh stamps, so the streamer costs little CPU;
+2. streams a scene as organized PointCloud2 at ``rate`` Hz over Fast DDS shared memory, stamped with
+   the time of sending: by default a ray-cast sphere sweeping in front of a 160x120 depth camera
+   (test/node_peer.py's scene: NaN and zero pixels, 1 mm noise, a jump back every 2 s), or with
+   ``--scene person`` 2 s of the demo's simulated RealSense view of a person (320x240, floor, wall,
+   noise, zeros for invalid pixels; the node gets the demo's CPU settings and region of interest).
+   The frames of one loop are built once and re-sent with fresh stamps, so the streamer costs little
+   CPU;
 3. samples the node process's resident memory (VmRSS in /proc/<pid>/status) every
    ``sample_period`` seconds, and receives every ~/tracked_mesh: its latency (arrival - input stamp),
    and checks that vertex ids are unique within each mesh, constant within a keyframe segment, and
@@ -23,7 +26,8 @@ growth and slope (MB/min) after the warm-up, latency p50/p95 and its slope (ms/m
 rate and the error counts. The test suite runs a 60 s version with the analytic ball model
 (test/test_ros_node_soak.py); the long run, with the shipped model by default:
 
-    . tools/env.sh && python benchmarks/soak.py --minutes 10 --threads 1 [--model PATH] [--out FILE.json]
+    . tools/env.sh && python benchmarks/soak.py --minutes 10 --threads 1 [--model PATH] [--scene person] \
+        [--out FILE.json]
 
 ``--model ball`` uses the analytic ball network of the tests instead (a checkpoint written to a
 temporary directory). DDS stays on this machine: the defaults of tools/env.sh are set for this process
@@ -265,7 +269,7 @@ def _environment() -> Dict[str, str]:
     return env
 
 
-def _sweep_messages(rate: float):
+def sphere_messages(rate: float) -> list:
     """One sweep of node_peer's sphere (2 s) as organized PointCloud2 messages, stamps to be set."""
     from node_peer import sphere_message, sweep_time
 
@@ -274,9 +278,28 @@ def _sweep_messages(rate: float):
     return [sphere_message(0, sweep_time(k / rate), rng=rng) for k in range(n)]
 
 
-def run_soak(config: SoakConfig, *, say=print) -> SoakResult:
-    """Run the soak described by ``config`` (see the module docstring). Raises SoakError when the node
-    does not start; a node that dies during the run is reported in ``crashed``."""
+def person_messages(rate: float, model: Path, width: int = 320, height: int = 240) -> tuple:
+    """2 s of the demo's person seen by its simulated RealSense (``width`` x ``height``) as organized
+    PointCloud2 messages, and the node parameters the demo gives a 2-core CPU for that view (its
+    ``CPU_PARAMETERS`` and the person's region of interest; ``model_path`` left out)."""
+    from std_msgs.msg import Header
+
+    from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
+    from occflow_ros.ros import xyz_cloud
+    from occflow_ros.ros.demo import DemoConfig, demo_parameters
+
+    scene = DemoScene(SceneConfig(seconds=2.0, fps=rate, width=width, height=height, jitter_std=0.0))
+    scene.render()
+    messages = [xyz_cloud(Header(frame_id=scene.frame_id), scene.cloud(k)) for k in range(len(scene))]
+    parameters = demo_parameters(scene, DemoConfig(model=model, scene=scene.config))
+    parameters.pop("model_path", None)
+    return messages, parameters
+
+
+def run_soak(config: SoakConfig, *, messages: Optional[list] = None, say=print) -> SoakResult:
+    """Run the soak described by ``config`` (see the module docstring), streaming ``messages`` in a loop
+    (default: :func:`sphere_messages`). Raises SoakError when the node does not start; a node that
+    dies during the run is reported in ``crashed``."""
     env = _environment()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                                            "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION")})
@@ -298,7 +321,8 @@ def run_soak(config: SoakConfig, *, say=print) -> SoakResult:
     for name, value in config.parameters.items():
         command += ["-p", f"{name}:={_format(value)}"]
     result = SoakResult(config)
-    messages = _sweep_messages(config.rate)
+    if messages is None:
+        messages = sphere_messages(config.rate)
     checker = IdChecker()
     config.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(config.log_path, "wb") as log:
@@ -426,6 +450,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", default="",
                         help="checkpoint (default: the shipped model); 'ball': the tests' analytic ball")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the node")
+    parser.add_argument("--scene", choices=("sphere", "person"), default="sphere",
+                        help="what the camera sees (person: the demo's, with its CPU settings and ROI)")
     parser.add_argument("--fast", action="store_true",
                         help="the test suite's coarse keyframes instead of config/reconstruct.yaml's meshing")
     parser.add_argument("-p", dest="params", action="append", default=[], metavar="NAME:=VALUE",
@@ -448,16 +474,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not model.is_file():
             print(f"error: model {model} not found (--model PATH, or --model ball)", file=sys.stderr)
             return 2
-    parameters: Dict[str, Any] = dict(FAST_PARAMETERS) if args.fast else {
-        "device": "cpu", "diagnostics.period": 0.5, "log_period": 30.0}
-    parameters["threads"] = args.threads
+    parameters: Dict[str, Any] = dict(FAST_PARAMETERS) if args.fast else {"device": "cpu"}
+    messages = None
+    if args.scene == "person":
+        messages, scene_parameters = person_messages(args.rate, model)
+        parameters.update(scene_parameters)
+    parameters.update({"threads": args.threads, "diagnostics.period": 0.5, "log_period": 30.0})
     for item in args.params:
         name, _, value = item.partition(":=")
         parameters[name] = yaml.safe_load(value)
     config = SoakConfig(model=model, log_path=args.log or tmp / "node.log", parameters=parameters,
                         seconds=60.0 * args.minutes, rate=args.rate, warmup=args.warmup)
     print(f"soak: model {model}, node log {config.log_path}")
-    result = run_soak(config)
+    result = run_soak(config, messages=messages)
     summary = result.summary()
     summary["model"] = str(model)
     summary["parameters"] = {k: v for k, v in parameters.items()}
