@@ -71,6 +71,14 @@ pip() {
   rm -f "$log"
 }
 
+# A fresh venv brings the Python's bundled pip (23.x on Debian 12's 3.11). That pip installs a project
+# without pyproject.toml in editable mode through the legacy `setup.py develop`, which setuptools >= 80
+# rejects on the colcon [develop] section of setup.cfg. pip >= 25.1 uses PEP 660 editable wheels instead.
+if ! "$vpy" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (25, 1))' 2>/dev/null; then
+  say "pip: upgrading the venv's pip (>= 25.1, for PEP 660 editable installs)"
+  pip install --upgrade "pip>=25.1"
+fi
+
 # 3. torch ------------------------------------------------------------------------------------
 if "$vpy" -c 'import torch' >/dev/null 2>&1; then
   say "torch: present ($("$vpy" -c 'import torch; print(torch.__version__)')), kept"
