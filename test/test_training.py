@@ -84,6 +84,10 @@ def test_training_samples_are_causal_irregular_and_normalised_from_the_keyframe(
         # keyframe points fill the normalised cube with the configured margin
         extent = s["inputs"][0].max(0) - s["inputs"][0].min(0)
         assert extent.max() <= 1 - SAMPLING.margin + 1e-5
+        # correspondences at every ground-truth time up to the target, the last one at t
+        m = s["corr_mask"]
+        assert m.any() and np.all(np.diff(s["corr_times"][m]) > 0) and s["corr_times"][m][-1] == s["t"]
+        assert np.array_equal(s["corr_targets"][m][-1], s["corrt"])
     assert not np.array_equal(ds[0]["inputs"], ds[1]["inputs"])
     assert all(np.array_equal(a, b) for a, b in zip(ds[5].values(), ds[5].values()))
     batch = collate_windows([ds[0], ds[1], ds[2]])

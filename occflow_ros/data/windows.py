@@ -63,7 +63,10 @@ class WindowDataset(torch.utils.data.Dataset):
     Each sample (dict of numpy arrays, normalised space of its keyframe):
       inputs (T, N, 3) float32, times (T,) float32, occ0_points (M, 3), occ0 (M,) float32,
       occt_points (M, 3), occt (M,), t () float32 target time, k () int64 index of the target frame,
-      corr0 (C, 3), corrt (C, 3), has_corr () bool, scale () float32 metres per normalised unit.
+      corr0 (C, 3), corrt (C, 3), has_corr () bool, scale () float32 metres per normalised unit,
+      corr_times (K,), corr_targets (K, C, 3), corr_mask (K,) bool: the correspondences at every
+      ground-truth time up to the target (K = ground-truth frames after the keyframe; masked
+      entries are padding).
     """
 
     def __init__(self, records: Sequence[WindowRecord], sampling: WindowSampling, *, seed: int = 0,
@@ -143,15 +146,28 @@ class WindowDataset(torch.utils.data.Dataset):
             "k": np.int64(len(frames) - 1),  # the code of the window ending at the target
             "scale": np.float32(norm.scale),
         }
+        # Correspondences at every ground-truth time up to the target (one solve carries the
+        # keyframe points to all of them): entry k is GT frame k + 1; entries after the target
+        # are padding (corr_mask False).
+        k_all = max(n_gt - 1, 1)
+        corr_mask = np.zeros(k_all, bool)
+        corr_mask[:max(gi, 1)] = gi > 0
+        corr_times = np.full(k_all, t, np.float32)
+        corr_times[:gi] = record.frame_times[record.gt_frames[1:gi + 1]] / s.window_seconds
+        targets = np.zeros((k_all, s.corr_points, 3), np.float32)
         if record.corr is not None:
             ic = pick(record.corr.shape[1], s.corr_points)
             out["corr0"] = norm.to_normalized(record.corr[0][ic])
             out["corrt"] = norm.to_normalized(record.corr[gi][ic])
+            for k in range(gi):
+                targets[k] = norm.to_normalized(record.corr[k + 1][ic])
             out["has_corr"] = np.bool_(True)
         else:
             out["corr0"] = np.zeros((s.corr_points, 3), np.float32)
             out["corrt"] = np.zeros((s.corr_points, 3), np.float32)
             out["has_corr"] = np.bool_(False)
+            corr_mask[:] = False
+        out.update(corr_times=corr_times, corr_targets=targets, corr_mask=corr_mask)
         return out
 
 
@@ -174,5 +190,12 @@ def collate_windows(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch
     for key in samples[0]:
         if key in ("inputs", "times"):
             continue
-        out[key] = torch.from_numpy(np.stack([np.asarray(s[key]) for s in samples]))
+        values = [np.asarray(s[key]) for s in samples]
+        if key in ("corr_times", "corr_targets", "corr_mask"):
+            # records may hold different numbers of ground-truth frames: pad (masked out)
+            k = max(v.shape[0] for v in values)
+            values = [np.concatenate([v, np.repeat(v[-1:], k - v.shape[0], axis=0)])
+                      if key != "corr_mask" else np.pad(v, (0, k - v.shape[0]))
+                      for v in values]
+        out[key] = torch.from_numpy(np.stack(values))
     return out

@@ -8,50 +8,55 @@ import torch
 from torch import nn
 
 from .config import ModelError
-from .layers import FourierFeatures, ResBlock, finite_or_zero, masked_max
+from .layers import FourierFeatures, ResBlock, finite_or_zero, masked_max, masked_mean
 
 __all__ = ["PointSetEncoder", "SpatialEncoder", "SpatioTemporalEncoder", "EncoderState"]
 
 
 @dataclass
 class EncoderState:
-    """Running pools of a causal encoder after some frames: one (B, H) max per block, -inf if empty.
+    """What a causal encoder keeps between frames: the running max of the per-frame features over the
+    frames so far (B, H) (-inf before any frame) and the first frame's feature (B, H) (None before).
 
     Holding this, the code after one more frame costs one pass over that frame's points only.
     """
 
-    pools: list[torch.Tensor]
+    running: torch.Tensor
+    first: torch.Tensor | None = None
     frames: int = 0
 
     def detach(self) -> EncoderState:
-        return EncoderState([p.detach() for p in self.pools], self.frames)
+        return EncoderState(self.running.detach(),
+                            None if self.first is None else self.first.detach(), self.frames)
 
 
 class PointSetEncoder(nn.Module):
-    """PointNet with residual blocks over a sequence of point sets, pooled per frame and causally over time.
+    """PointNet with residual blocks over a sequence of point sets: pooled per frame, then over time.
 
-    Each block maps every point's features, max-pools them within the frame, takes the running max
-    of those pools over frames 0..k (causal), and concatenates that context to each point of frame k
-    before the next block. The code of frame k is a linear map of the final running pool, so it
-    depends on frames 0..k only, and frames may hold different numbers of points (masks).
-    Frames need not correspond: points are an unordered set per frame.
+    Per frame: every point's features go through residual blocks, each followed by a max pool over
+    the frame's points whose result is concatenated to every point (frame context); the frame's feature f_k is the max and the mean of the last block's
+    features over its points. Over time, causally: the code of frame k is a small MLP of
+    [max_{j<=k} f_j, f_0, f_k, f_k - f_0] — the extremes reached so far, the keyframe, the latest frame
+    and how it differs from the keyframe (the motion signal: frames do not correspond point by point,
+    so motion is only visible as change of the frames' features). It depends on frames 0..k only;
+    frames may hold different numbers of points (masks) and need not correspond.
     """
 
     def __init__(self, in_dim: int, hidden: int, c_dim: int, n_blocks: int,
                  octaves: int = 0) -> None:
         super().__init__()
         self.in_dim = in_dim
+        self.hidden = hidden
         self.fourier = FourierFeatures(octaves)  # on x, y, z; further features (t) pass through
         self.fc_in = nn.Linear(self.fourier.out_dim + in_dim - 3, 2 * hidden)
         self.blocks = nn.ModuleList([ResBlock(2 * hidden, hidden, hidden) for _ in range(n_blocks)])
+        self.fc_h = nn.Linear(8 * hidden, hidden)
         self.fc_c = nn.Linear(hidden, c_dim)
 
     def initial_state(self, batch: int, device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32) -> EncoderState:
-        hidden = self.fc_c.in_features
-        pools = [torch.full((batch, hidden), float("-inf"), device=device, dtype=dtype)
-                 for _ in self.blocks]
-        return EncoderState(pools, 0)
+        return EncoderState(torch.full((batch, 2 * self.hidden), float("-inf"), device=device,
+                                       dtype=dtype))
 
     def forward(self, x: torch.Tensor, point_mask: torch.Tensor | None = None,
                 frame_mask: torch.Tensor | None = None,
@@ -60,10 +65,12 @@ class PointSetEncoder(nn.Module):
 
         x: (B, T, N, in_dim) features of N points in each of T frames (padding allowed).
         point_mask: (B, T, N) bool, True for real points; None means all real.
-        frame_mask: (B, T) bool, True for real frames; a masked frame adds nothing to the pools.
-        state: pools of frames seen before these T (streaming); None starts from nothing.
+        frame_mask: (B, T) bool, True for real frames; a masked frame adds nothing to the running
+        max (its own code is meaningless and must not be used).
+        state: what the frames before these T left (streaming); None: these start the sequence, and
+        the first of them is the keyframe.
         Returns (codes (B, T, c_dim) where codes[:, k] depends on frames <= k only, state after
-        the last frame). A prefix with no real point at all gets the code of an empty set.
+        the last frame).
         """
         if x.dim() != 4 or x.shape[-1] != self.in_dim:
             raise ModelError(f"encoder input must be (B, T, N, {self.in_dim}), got {tuple(x.shape)}")
@@ -76,17 +83,27 @@ class PointSetEncoder(nn.Module):
             else:
                 point_mask = point_mask & frame_mask[:, :, None]
         net = self.fc_in(torch.cat([self.fourier(x[..., :3]), x[..., 3:]], dim=-1))
-        new_pools = []
-        past = net  # placeholder; assigned in the loop
-        for block, prev in zip(self.blocks, state.pools):
+        h = net  # assigned in the loop
+        for i, block in enumerate(self.blocks):
             h = block(net)  # (B, T, N, H)
-            pooled = masked_max(h, point_mask, dim=2)  # (B, T, H)
-            past = torch.maximum(torch.cummax(pooled, dim=1).values, prev[:, None].to(pooled.dtype))
-            new_pools.append(past[:, -1])
-            context = finite_or_zero(past)[:, :, None].expand_as(h)
-            net = torch.cat([h, context], dim=-1)
-        codes = self.fc_c(torch.relu(finite_or_zero(past)))
-        return codes, EncoderState(new_pools, state.frames + frames)
+            if i + 1 < len(self.blocks):
+                pooled = masked_max(h, point_mask, dim=2)  # (B, T, H), -inf for empty frames
+                net = torch.cat([h, finite_or_zero(pooled)[:, :, None].expand_as(h)], dim=-1)
+        # The frame's feature: max and mean of the last block over the frame's points. The mean is
+        # what makes motion visible: a max over a random subsample of a partial view jumps by the
+        # point spacing (several cm at 300 points) from frame to frame, a mean hardly moves.
+        pooled = torch.cat([masked_max(h, point_mask, dim=2), masked_mean(h, point_mask, dim=2)],
+                           dim=-1)  # (B, T, 2H); empty frames: -inf (max) and 0 (mean)
+        if frame_mask is not None:
+            pooled = pooled.masked_fill(~frame_mask[:, :, None], float("-inf"))
+        running = torch.maximum(torch.cummax(pooled, dim=1).values,
+                                state.running[:, None].to(pooled.dtype))  # (B, T, 2H)
+        f = finite_or_zero(pooled)
+        first = f[:, 0] if state.first is None else state.first.to(f.dtype)
+        f0 = first[:, None].expand_as(f)
+        z = torch.cat([finite_or_zero(running), f0, f, f - f0], dim=-1)
+        codes = self.fc_c(torch.relu(self.fc_h(z)))
+        return codes, EncoderState(running[:, -1], first, state.frames + frames)
 
 
 class SpatialEncoder(nn.Module):

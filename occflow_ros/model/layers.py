@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatures", "ResBlock", "FiLMResBlock", "masked_max", "finite_or_zero"]
+__all__ = ["FourierFeatures", "ResBlock", "FiLMResBlock", "masked_max", "masked_mean",
+           "finite_or_zero"]
 
 NEG_INF = float("-inf")
 
@@ -82,6 +83,14 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Te
     if mask is not None:
         x = x.masked_fill(~mask.unsqueeze(-1), NEG_INF)
     return x.amax(dim=dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """Mean over ``dim`` of x where mask is True; all-masked slices give 0. Shapes as masked_max."""
+    if mask is None:
+        return x.mean(dim=dim)
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(dim=dim) / weights.sum(dim=dim).clamp(min=1.0)
 
 
 def finite_or_zero(x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,10 @@ class Objective(nn.Module):
     - reconstruction at time t: query points sampled at t are carried BACKWARDS to the keyframe by
       the flow (code of the causal window ending at t) and scored there by the same decoder, so no
       correspondences are needed;
-    - correspondence (where ground truth has it): keyframe surface points carried FORWARD to t, mean
-      Euclidean distance to where those material points really are.
+    - correspondence (where ground truth has it): keyframe surface points carried FORWARD to every
+      ground-truth time up to t in one solve, mean Euclidean distance to where those material
+      points really are (three times the supervision of the target time alone, for one solve).
+    The returned "corr" is the correspondence error at t (the window's end for validation).
     Wrapping the whole computation in one module's forward is what lets DistributedDataParallel see
     every parameter use.
     """
@@ -46,16 +48,23 @@ class Objective(nn.Module):
         loss0 = F.binary_cross_entropy_with_logits(logits0, batch["occ0"])
         loss_t = F.binary_cross_entropy_with_logits(logits_t, batch["occt"])
 
-        has_corr = batch["has_corr"].to(inputs.dtype)
-        if bool(has_corr.any()) and self.corr_weight > 0:
-            moved = model.flow(batch["corr0"], 0.0, t, c_t, self.solver, chunk_size=None)
-            dist = (moved - batch["corrt"]).norm(dim=-1).mean(dim=1)  # (B,)
-            loss_corr = (dist * has_corr).sum() / has_corr.sum().clamp(min=1)
+        mask = batch["corr_mask"] & batch["has_corr"][:, None]  # (B, K)
+        if bool(mask.any()) and self.corr_weight > 0:
+            # keyframe surface points carried to every ground-truth time up to t in one solve
+            moved = model.flow_to_times(batch["corr0"], 0.0, batch["corr_times"], c_t,
+                                        self.solver, chunk_size=None)  # (B, K, C, 3)
+            dist = (moved - batch["corr_targets"]).norm(dim=-1).mean(dim=2)  # (B, K)
+            weights = mask.to(dist.dtype)
+            loss_corr = (dist * weights).sum() / weights.sum().clamp(min=1)
+            end = (weights.sum(dim=1).long() - 1).clamp(min=0)  # each sample's last valid time
+            has = mask.any(dim=1).to(dist.dtype)
+            corr_end = (dist.gather(1, end[:, None])[:, 0] * has).sum() / has.sum().clamp(min=1)
         else:
             loss_corr = torch.zeros((), device=inputs.device)
+            corr_end = loss_corr
         total = loss0 + loss_t + self.corr_weight * loss_corr
         return {"loss": total, "occ0": loss0.detach(), "occt": loss_t.detach(),
-                "corr": loss_corr.detach(),
+                "corr": corr_end.detach(),
                 "iou0": iou(logits0.detach(), batch["occ0"]),
                 "iout": iou(logits_t.detach(), batch["occt"])}
 
