@@ -125,7 +125,8 @@ def main() -> None:
         t_enc = time.perf_counter() - t0
 
         def field(p: np.ndarray) -> np.ndarray:
-            return model.decoder(torch.from_numpy(p).to(device)[None], cond=dec_cond)[0].cpu().numpy()
+            q = torch.from_numpy(p).to(device)[None]
+            return model.decoder(q, cond=dec_cond, context=x)[0].cpu().numpy()
 
         t0 = time.perf_counter()
         result = extract_mesh(field, threshold=0.0, resolution0=32, upsampling_steps=2,

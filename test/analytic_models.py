@@ -16,7 +16,7 @@ from occflow_ros.model import ModelConfig, OccupancyFlow
 # raw coordinates (no Fourier features), so the first layers' weights mean what the builders say
 CONFIG = ModelConfig(c_dim=16, encoder_hidden=16, encoder_blocks=1, decoder_hidden=128,
                      decoder_blocks=1, velocity_hidden=16, velocity_blocks=1, input_points=256,
-                     fourier_octaves=0)
+                     fourier_octaves=0, local_neighbors=0)
 
 
 def fibonacci_directions(n: int) -> np.ndarray:

@@ -36,7 +36,7 @@ def outputs(model: OccupancyFlow) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
         c_s = model.encode_shape(pts[:, 0])
         c_t, _ = model.encode_motion(pts, torch.tensor([[0.0, 0.5]]))
-        occ = model.occupancy_logits(pts[:, 1], c_s)
+        occ = model.occupancy_logits(pts[:, 1], c_s, context=pts[:, 0])
         moved = model.flow(pts[:, 1], 0.0, 0.5, c_t[:, -1])
     return occ, moved
 

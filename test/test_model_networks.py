@@ -39,7 +39,7 @@ def test_shapes_of_codes_occupancy_and_velocity(model):
     assert c_t.shape == (2, 5, 32)
     assert state.frames == 5 and state.running.shape == (2, 2 * SMALL.encoder_hidden)
     q = torch.rand(2, 100, 3) - 0.5
-    assert model.occupancy_logits(q, c_s).shape == (2, 100)
+    assert model.occupancy_logits(q, c_s, context=pts[:, 0]).shape == (2, 100)
     assert model.velocity_at(q, 0.3, c_t[:, -1]).shape == (2, 100, 3)
     assert model.velocity_at(q, torch.tensor([0.1, 0.7]), c_t[:, -1]).shape == (2, 100, 3)
 
@@ -51,6 +51,10 @@ def test_bad_shapes_raise_model_error_naming_the_shape(model):
         model.encode_motion(torch.zeros(2, 3, 10, 3), torch.zeros(2, 4))
     with pytest.raises(ModelError, match="code must be"):
         model.occupancy_logits(torch.zeros(1, 5, 3), torch.zeros(1, 7))
+    with pytest.raises(ModelError, match="pass context"):
+        model.occupancy_logits(torch.zeros(1, 5, 3), torch.zeros(1, 32))
+    with pytest.raises(ModelError, match=r"context must be \(1, N, 3\)"):
+        model.occupancy_logits(torch.zeros(1, 5, 3), torch.zeros(1, 32), context=torch.zeros(2, 9, 3))
 
 
 def test_masked_points_and_frames_do_not_change_the_code(model):
@@ -121,10 +125,12 @@ def test_occupancy_is_independent_of_chunking_and_of_other_samples(model):
     pts, _ = window()
     c_s = model.encode_shape(pts[:, 0])
     q = torch.rand(2, 300, 3) - 0.5
-    whole = model.occupancy_logits(q, c_s)
-    parts = torch.cat([model.occupancy_logits(q[:, i:i + 70], c_s) for i in range(0, 300, 70)], 1)
+    x = pts[:, 0]
+    whole = model.occupancy_logits(q, c_s, context=x)
+    parts = torch.cat([model.occupancy_logits(q[:, i:i + 70], c_s, context=x)
+                       for i in range(0, 300, 70)], 1)
     assert torch.allclose(whole, parts, atol=1e-5)
-    alone = model.occupancy_logits(q[1:], c_s[1:])
+    alone = model.occupancy_logits(q[1:], c_s[1:], context=x[1:])
     assert torch.allclose(whole[1:], alone, atol=1e-5)
 
 
@@ -200,3 +206,70 @@ def test_occupancy_of_one_body_is_learned_quickly_with_fourier_features():
         pred = logits > 0
         results[octaves] = float((pred & (labels > 0)).sum() / (pred | (labels > 0)).sum())
     assert results[4] > 0.95 and results[4] > results[0], results
+
+
+def test_local_cue_sees_only_the_nearest_valid_points():
+    """A query's local feature depends on its k nearest valid input points and on nothing else:
+    not their order, not points farther away, not masked points however close."""
+    from occflow_ros.model.layers import LocalPointFeatures
+
+    torch.manual_seed(0)
+    local = LocalPointFeatures(k=4, hidden=16, out_dim=8)
+    pts = torch.rand(1, 50, 3) - 0.5
+    q = torch.tensor([[[0.0, 0.0, 0.0], [0.3, 0.3, 0.3]]])
+    base = local(q, pts)
+    assert torch.allclose(base, local(q, pts[:, torch.randperm(50)]), atol=1e-6)
+    # move the point farthest from the first query further away: no change for that query
+    d = (pts[0] - q[0, 0]).norm(dim=1)
+    far = int(d.argmax())
+    moved = pts.clone()
+    moved[0, far] *= 1.5
+    assert torch.allclose(local(q, moved)[0, 0], base[0, 0], atol=1e-6)
+    # put a point right at the first query: its feature changes
+    near = torch.cat([pts, q[:, :1]], dim=1)
+    assert not torch.allclose(local(q, near)[0, 0], base[0, 0], atol=1e-3)
+    # ... unless that point is masked out
+    mask = torch.ones(1, 51, dtype=torch.bool)
+    mask[0, 50] = False
+    assert torch.allclose(local(q, near, mask), base, atol=1e-6)
+    # fewer points than k, and no valid point at all (a zero feature through the last layer)
+    assert local(q, pts[:, :2]).shape == (1, 2, 8)
+    none = local(q, pts, torch.zeros(1, 50, dtype=torch.bool))
+    assert torch.isfinite(none).all()
+    assert torch.allclose(none[0, 0], none[0, 1])
+
+
+def test_decoder_with_the_local_cue_reads_the_observed_surface_beside_each_query():
+    """Trained briefly on shells of random radii (the code carries nothing: it is zero), the decoder
+    separates inside from outside by where the observed points are, which a code-only decoder cannot."""
+    import torch.nn.functional as F
+
+    from occflow_ros.model import OccupancyDecoder
+
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n=16):
+        radius = 0.15 + 0.25 * torch.rand(n, 1, 1, generator=g)
+        dirs = torch.nn.functional.normalize(torch.randn(n, 200, 3, generator=g), dim=-1)
+        surface = dirs * radius
+        q = torch.rand(n, 256, 3, generator=g) - 0.5
+        return q, surface, (q.norm(dim=-1) < radius[..., 0]).float()
+
+    scores = {}
+    for k in (0, 8):
+        torch.manual_seed(0)
+        decoder = OccupancyDecoder(8, 64, 2, 0, local_neighbors=k, local_hidden=32)
+        opt = torch.optim.Adam(decoder.parameters(), 3e-3)
+        code = torch.zeros(16, 8)
+        for _ in range(150):
+            q, surface, labels = batch()
+            logits = decoder(q, code, context=surface)
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        q, surface, labels = batch()
+        with torch.no_grad():
+            pred = decoder(q, code, context=surface) > 0
+        scores[k] = (pred == labels.bool()).float().mean().item()
+    assert scores[8] > 0.93 and scores[8] > scores[0] + 0.05, scores

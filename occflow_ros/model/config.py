@@ -54,6 +54,12 @@ class ModelConfig:
     velocity_hidden: int = 128  # width of the velocity field
     velocity_blocks: int = 2  # FiLM-conditioned residual blocks of the velocity field
     fourier_octaves: int = 4  # positional encoding of coordinates in every network (0: raw xyz)
+    # Occupancy decoder's local cue: each query also sees its k nearest keyframe input points
+    # (offsets and distances, pooled by a small PointNet of width local_hidden). 0: the paper's
+    # decoder, conditioned on the global shape code only (on this project's partial single-view
+    # clouds its training loss plateaued far from the data; see README, "Training").
+    local_neighbors: int = 8
+    local_hidden: int = 64
     input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
     window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]
 
@@ -63,6 +69,8 @@ class ModelConfig:
         for name in ("encoder_blocks", "decoder_blocks", "velocity_blocks"):
             _check_int(name, getattr(self, name), 1, 64)
         _check_int("fourier_octaves", self.fourier_octaves, 0, 16)
+        _check_int("local_neighbors", self.local_neighbors, 0, 256)
+        _check_int("local_hidden", self.local_hidden, 1, 4096)
         _check_int("input_points", self.input_points, 1, 1_000_000)
         _check_float("window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelError
-from .layers import FiLMResBlock, FourierFeatures
+from .layers import FiLMResBlock, FourierFeatures, LocalPointFeatures
 
 __all__ = ["Conditioning", "OccupancyDecoder", "VelocityField"]
 
@@ -59,18 +59,38 @@ class OccupancyDecoder(_FiLMMLP):
     Points are in the keyframe's normalised space; logit > 0 means inside (probability > 0.5).
     """
 
-    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0) -> None:
+    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0,
+                 local_neighbors: int = 0, local_hidden: int = 64) -> None:
         super().__init__(0, c_dim, hidden, n_blocks, 1, octaves)
+        self.local = (LocalPointFeatures(local_neighbors, local_hidden, hidden)
+                      if local_neighbors > 0 else None)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether queries also need the keyframe's input points (the local cue)."""
+        return self.local is not None
 
     def forward(self, points: torch.Tensor, code: torch.Tensor | None = None,
-                cond: Conditioning | None = None) -> torch.Tensor:
+                cond: Conditioning | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """context (B, N, 3) [context_mask (B, N)]: the keyframe's input points, in the same
+        normalised space; required when the decoder has the local cue (``needs_context``)."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ModelError(f"query points must be (B, M, 3), got {tuple(points.shape)}")
         if cond is None:
             if code is None:
                 raise ModelError("OccupancyDecoder needs a code or a precomputed conditioning")
             cond = self.condition(code)
-        return self.trunk(self.fc_in(self.fourier(points)), cond).squeeze(-1)
+        h = self.fc_in(self.fourier(points))
+        if self.local is not None:
+            if context is None:
+                raise ModelError("this occupancy decoder reads the keyframe's input points near each "
+                                 f"query (local_neighbors={self.local.k}): pass context=(B, N, 3)")
+            if context.dim() != 3 or context.shape[-1] != 3 or context.shape[0] != points.shape[0]:
+                raise ModelError(f"context must be ({points.shape[0]}, N, 3), "
+                                 f"got {tuple(context.shape)}")
+            h = h + self.local(points, context, context_mask).to(h.dtype)
+        return self.trunk(h, cond).squeeze(-1)
 
 
 class VelocityField(_FiLMMLP):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FourierFeatures", "ResBlock", "FiLMResBlock", "masked_max", "masked_mean",
-           "finite_or_zero"]
+__all__ = ["FourierFeatures", "ResBlock", "FiLMResBlock", "LocalPointFeatures", "masked_max",
+           "masked_mean", "finite_or_zero"]
 
 NEG_INF = float("-inf")
 
@@ -96,3 +96,46 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.T
 def finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     """Replace the -inf of empty pools by 0."""
     return torch.where(torch.isneginf(x), torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+class LocalPointFeatures(nn.Module):
+    """What the observed points near a query say about it: (B, M, 3) queries, (B, N, 3) points -> (B, M, out).
+
+    For each query, its k nearest points (fewer when the set has fewer) enter as their offset from
+    the query and their distance, scaled by ``scale`` (normalised units: 0.1 -> 1), go through a
+    two-layer MLP each and are max-pooled, then projected to ``out_dim``. A global shape code has to
+    describe the whole object; this tells the decoder directly where the observed surface is around
+    the query (which side, how far), the cue a partial single view gives most reliably.
+    Permutation invariant in the points; masked points (mask False) are never neighbours; a query
+    with no valid neighbour gets a zero feature. Cost per query: one row of an (M, N) distance matrix
+    and k rows of a small MLP, so callers chunk queries as they do for the decoder.
+    """
+
+    def __init__(self, k: int, hidden: int, out_dim: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.k = k
+        self.scale = scale
+        self.fc0 = nn.Linear(4, hidden)
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc_out = nn.Linear(hidden, out_dim)
+
+    def forward(self, queries: torch.Tensor, points: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, m, _ = queries.shape
+        n = points.shape[1]
+        k = min(self.k, n)
+        if k == 0:
+            return queries.new_zeros(b, m, self.fc_out.out_features)
+        dist = torch.cdist(queries.float(), points.float())  # (B, M, N)
+        if mask is not None:
+            dist = dist.masked_fill(~mask[:, None, :], float("inf"))
+        near, idx = dist.topk(k, dim=-1, largest=False)  # (B, M, k)
+        valid = torch.isfinite(near)
+        flat = points.reshape(b * n, 3)
+        base = (torch.arange(b, device=points.device) * n)[:, None, None]
+        neighbours = flat[(idx + base).reshape(-1)].reshape(b, m, k, 3)
+        z = torch.cat([neighbours - queries[:, :, None], near[..., None]], dim=-1) * self.scale
+        z = torch.where(valid[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+        h = self.fc1(torch.relu(self.fc0(z.to(self.fc0.weight.dtype))))
+        pooled = finite_or_zero(masked_max(h, valid if mask is not None else None, dim=2))
+        return self.fc_out(torch.relu(pooled))

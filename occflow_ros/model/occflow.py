@@ -29,7 +29,8 @@ class OccupancyFlow(nn.Module):
         k = c.fourier_octaves
         self.spatial_encoder = SpatialEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
         self.temporal_encoder = SpatioTemporalEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
-        self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k)
+        self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k,
+                                        c.local_neighbors, c.local_hidden)
         self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks, k)
 
     # -- codes -------------------------------------------------------------------------------------
@@ -46,9 +47,14 @@ class OccupancyFlow(nn.Module):
 
     # -- shape -------------------------------------------------------------------------------------
     def occupancy_logits(self, points: torch.Tensor, c_s: torch.Tensor | None = None,
-                         cond: Conditioning | None = None) -> torch.Tensor:
-        """Logits (B, M) at query points (B, M, 3) at the keyframe; > 0 is inside."""
-        return self.decoder(points, c_s, cond)
+                         cond: Conditioning | None = None, context: torch.Tensor | None = None,
+                         context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, M) at query points (B, M, 3) at the keyframe; > 0 is inside.
+
+        context: the keyframe's input points (B, N, 3) (those c_s was computed from), needed when
+        ``config.local_neighbors`` > 0.
+        """
+        return self.decoder(points, c_s, cond, context, context_mask)
 
     # -- motion ------------------------------------------------------------------------------------
     def velocity_at(self, points: torch.Tensor, t: torch.Tensor | float,

@@ -231,7 +231,7 @@ class Tracker:
             try:
                 q = torch.from_numpy(p).to(self.device)[None]
                 with self._autocast():
-                    values = model.decoder(q, cond=cond)
+                    values = model.decoder(q, cond=cond, context=x)
                 return values[0].float().cpu().numpy()
             except torch.cuda.OutOfMemoryError:
                 if len(p) <= MIN_CHUNK:

@@ -43,7 +43,8 @@ class Objective(nn.Module):
 
         back = model.flow(batch["occt_points"], t, 0.0, c_t, self.solver, chunk_size=None)
         m = batch["occ0_points"].shape[1]
-        logits = model.occupancy_logits(torch.cat([batch["occ0_points"], back], dim=1), c_s)
+        logits = model.occupancy_logits(torch.cat([batch["occ0_points"], back], dim=1), c_s,
+                                        context=inputs[:, 0])
         logits0, logits_t = logits[:, :m], logits[:, m:]
         loss0 = F.binary_cross_entropy_with_logits(logits0, batch["occ0"])
         loss_t = F.binary_cross_entropy_with_logits(logits_t, batch["occt"])
