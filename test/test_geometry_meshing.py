@@ -81,7 +81,8 @@ def test_field_sees_float32_batches_no_larger_than_max_batch():
 
 
 def test_field_may_return_a_torch_tensor_or_a_column():
-    torch = pytest.importorskip("torch")
+    import torch
+
     base = SHAPES["torus"]
     ref = extract_mesh(base, resolution0=16, upsampling_steps=1)
     as_tensor = extract_mesh(lambda p: torch.from_numpy(base(p)), resolution0=16, upsampling_steps=1)

@@ -63,12 +63,19 @@ def test_flow_matches_the_analytic_solution_forward_and_backward(solver):
         assert torch.allclose(back, exact(p0, t1, t0), atol=tol)
 
 
-def test_forward_then_backward_returns_each_point_to_its_start():
-    torch.manual_seed(3)
+def moving_model(seed: int) -> OccupancyFlow:
+    """An untrained model whose velocity field moves points (random weights, std 0.3); the torch
+    seed is set first, so what the test draws next is reproducible too."""
+    torch.manual_seed(seed)
     model = OccupancyFlow(CFG).eval()
     with torch.no_grad():
         for p in model.velocity.parameters():
             p.normal_(0.0, 0.3)
+    return model
+
+
+def test_forward_then_backward_returns_each_point_to_its_start():
+    model = moving_model(seed=3)
     code = torch.randn(2, CFG.c_dim)
     p0 = torch.rand(2, 200, 3) - 0.5
     # Tolerances are set so that float32 round-off, not the solver, dominates what is left.
@@ -112,11 +119,7 @@ def test_per_sample_start_and_target_times_in_one_batch():
 
 
 def test_chunked_integration_equals_one_solve_for_fixed_step_solvers():
-    torch.manual_seed(0)
-    model = OccupancyFlow(CFG).eval()
-    with torch.no_grad():
-        for p in model.velocity.parameters():
-            p.normal_(0.0, 0.3)
+    model = moving_model(seed=0)
     code = torch.randn(1, CFG.c_dim)
     p0 = torch.rand(1, 1000, 3) - 0.5
     with torch.inference_mode():
@@ -168,11 +171,7 @@ def test_running_out_of_gpu_memory_retries_on_smaller_chunks():
     """CUDA cannot run here, so the velocity field raises CUDA's out-of-memory error itself for
     batches above 300 points, as a small GPU would; the flow must finish on smaller chunks with the
     same result, and report the chunk size that worked."""
-    torch.manual_seed(0)
-    model = OccupancyFlow(CFG).eval()
-    with torch.no_grad():
-        for p in model.velocity.parameters():
-            p.normal_(0.0, 0.3)
+    model = moving_model(seed=0)
     code = torch.randn(1, CFG.c_dim)
     p0 = torch.rand(1, 1000, 3) - 0.5
     solver = SolverConfig("rk4", 0.1)
