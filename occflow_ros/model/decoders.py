@@ -65,16 +65,11 @@ class OccupancyDecoder(_FiLMMLP):
         self.local = (LocalPointFeatures(local_neighbors, local_hidden, hidden)
                       if local_neighbors > 0 else None)
 
-    @property
-    def needs_context(self) -> bool:
-        """Whether queries also need the keyframe's input points (the local cue)."""
-        return self.local is not None
-
     def forward(self, points: torch.Tensor, code: torch.Tensor | None = None,
                 cond: Conditioning | None = None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """context (B, N, 3) [context_mask (B, N)]: the keyframe's input points, in the same
-        normalised space; required when the decoder has the local cue (``needs_context``)."""
+        normalised space; required when the decoder has the local cue (``self.local``)."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ModelError(f"query points must be (B, M, 3), got {tuple(points.shape)}")
         if cond is None:
