@@ -111,16 +111,16 @@ def _frozen(mesh: TrackedMesh, keyframe_vertices: np.ndarray) -> TrackedMesh:
 
 def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.ndarray], *,
                    chamfer_points: int = 10_000, seed: int = 0) -> list[dict[str, Any]]:
-    """Per received frame: correspondence L2 and Chamfer-L1 against the truth (metres), and the static
-    baseline's correspondence L2 (the keyframe's vertices left where they were).
+    """Per received frame: correspondence L2 and Chamfer-L1 against the truth (metres), and the same
+    two for the static baseline (the keyframe's vertices left where they were).
 
     truth(frame): (M, 3) dense ground-truth surface points of that input frame in the mesh's frame,
     row i the same material point in every frame. Rows are in arrival order; each holds ``frame``,
     ``t`` (stamp, s), ``since_keyframe`` (s), ``keyframe_id``, ``keyframe`` (the scorer re-matched
-    here), ``corr_l2_m``, ``chamfer_l1_m``, ``static_corr_l2_m``.
+    here), ``corr_l2_m``, ``chamfer_l1_m``, ``static_corr_l2_m``, ``static_chamfer_l1_m``.
     """
     scorer = StreamScorer(chamfer_points=chamfer_points, seed=seed)
-    static = StreamScorer(chamfer_points=0, seed=seed)
+    static = StreamScorer(chamfer_points=chamfer_points, seed=seed)
     rows = []
     key_vertices: Optional[np.ndarray] = None
     segment = None
@@ -131,7 +131,9 @@ def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.n
             key_vertices = m.vertices
         gt = truth(r.frame)
         row = scorer.update(m, gt)
-        row["static_corr_l2_m"] = static.update(_frozen(m, key_vertices), gt)["corr_l2_m"]
+        still = static.update(_frozen(m, key_vertices), gt)
+        row["static_corr_l2_m"] = still["corr_l2_m"]
+        row["static_chamfer_l1_m"] = still.get("chamfer_l1_m")
         row["frame"] = r.frame
         row["t"] = row.pop("stamp")
         rows.append(row)
@@ -174,7 +176,9 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
         "corr_l2_cm": {"keyframe": mean("corr_l2_m", keyrows), "later_frames": mean("corr_l2_m", later),
                        "static_later_frames": mean("static_corr_l2_m", later)},
         "chamfer_l1_cm": {"keyframe": mean("chamfer_l1_m", keyrows),
-                          "later_frames": mean("chamfer_l1_m", later), "all": mean("chamfer_l1_m", rows)},
+                          "later_frames": mean("chamfer_l1_m", later),
+                          "static_later_frames": mean("static_chamfer_l1_m", later),
+                          "all": mean("chamfer_l1_m", rows)},
         "over_time": over_time,
     }
 
@@ -269,7 +273,7 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         f"| correspondence L2 | {_f(err['corr_l2_cm']['keyframe'], 2)} | "
         f"{_f(err['corr_l2_cm']['later_frames'], 2)} | {_f(err['corr_l2_cm']['static_later_frames'], 2)} |",
         f"| Chamfer-L1 (mesh vs truth surface) | {_f(err['chamfer_l1_cm']['keyframe'], 2)} | "
-        f"{_f(err['chamfer_l1_cm']['later_frames'], 2)} | |",
+        f"{_f(err['chamfer_l1_cm']['later_frames'], 2)} | {_f(err['chamfer_l1_cm'].get('static_later_frames'), 2)} |",
         "",
         "Correspondence L2 over time since the keyframe:",
         "",

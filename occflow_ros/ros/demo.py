@@ -476,7 +476,9 @@ def _summary_text(summary: Mapping[str, Any]) -> str:
         f"{f(lat['tracking_frames']['p95'], 0)} ms; keyframes p50 {f(lat['keyframes']['p50'], 0)} ms",
         f"  correspondence L2: {f(err['corr_l2_cm']['later_frames'], 2)} cm tracked vs "
         f"{f(err['corr_l2_cm']['static_later_frames'], 2)} cm static (keyframe "
-        f"{f(err['corr_l2_cm']['keyframe'], 2)} cm); Chamfer-L1 {f(err['chamfer_l1_cm']['all'], 2)} cm",
+        f"{f(err['corr_l2_cm']['keyframe'], 2)} cm); Chamfer-L1 keyframe {f(err['chamfer_l1_cm']['keyframe'], 2)}"
+        f" cm, later frames {f(err['chamfer_l1_cm']['later_frames'], 2)} cm tracked vs "
+        f"{f(err['chamfer_l1_cm'].get('static_later_frames'), 2)} cm static",
         "  by time since keyframe (s: cm tracked/static): " + ", ".join(
             f"{b['from_s']:.1f}: {f(b['corr_l2_cm'], 1)}/{f(b['static_corr_l2_cm'], 1)}"
             for b in err["over_time"][::2]),
