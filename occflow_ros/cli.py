@@ -46,13 +46,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--val-every", type=int)
     parser.add_argument("--device")
+    parser.add_argument("--init-from", help="fine-tune: start from this checkpoint's weights (e.g. "
+                        "the shipped model) with a fresh optimizer and schedule")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     settings = _load_yaml(args.config) if args.config else {}
     for key in ("train_data", "val_data", "out_dir", "steps", "batch_size", "lr", "seed",
-                "val_every", "device"):
+                "val_every", "device", "init_from"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value

@@ -176,3 +176,53 @@ def test_distributed_training_on_two_cpu_processes(shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ckpt.training["world_size"] == 2
+
+
+def test_fine_tuning_starts_from_a_checkpoints_weights_and_refuses_other_sizes(shards, tmp_path):
+    base = train(config(shards, tmp_path / "base", steps=6, val_every=6), progress=False)
+    start = tmp_path / "base" / "last.pt"
+    # steps=1 with no warm-up at lr 0: the fine-tuned weights must be the checkpoint's exactly, and
+    # its step-0 validation the checkpoint's own score on the same data
+    tuned = train(config(shards, tmp_path / "tuned", steps=1, val_every=1, lr=0.0, warmup_steps=0,
+                         init_from=str(start)), progress=False)
+    wa = load_checkpoint(start).model.state_dict()
+    wb = load_checkpoint(tmp_path / "tuned" / "last.pt").model.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    log = [json.loads(line) for line in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
+    step0 = [e for e in log if e["step"] == 0]
+    assert step0 and step0[0]["init_from"] == str(start)
+    assert step0[0]["validation"]["iou0"] == pytest.approx(base["validation"]["iou0"])
+    assert tuned["validation"]["iou0"] == pytest.approx(base["validation"]["iou0"])
+    # input points change no weight: allowed; another width is refused, naming the setting
+    more = dict(input_points=96)
+    train(config(shards, tmp_path / "more", steps=1, init_from=str(start),
+                 model=ModelConfig(**{**TINY.to_dict(), **more}),
+                 sampling=WindowSampling(**{**SAMPLING.__dict__, **more})), progress=False)
+    wider = ModelConfig(**{**TINY.to_dict(), "decoder_hidden": 48})
+    with pytest.raises(TrainError, match="decoder_hidden 32 there, 48 here"):
+        train(config(shards, tmp_path / "wider", init_from=str(start), model=wider), progress=False)
+    assert not (tmp_path / "wider").exists(), "a refused run writes nothing"
+    with pytest.raises(TrainError, match="init_from: .*missing.pt"):
+        train(config(shards, tmp_path / "none", init_from=str(tmp_path / "missing.pt")),
+              progress=False)
+
+
+def test_the_train_command_takes_init_from_and_says_what_is_wrong(shards, tmp_path, capsys):
+    import yaml
+
+    from occflow_ros.cli import train_main
+
+    start = tmp_path / "base"
+    train(config(shards, start, steps=2, val_every=2), progress=False)
+    settings = config(shards, tmp_path / "unused").to_dict()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    argv = ["--config", str(tmp_path / "tiny.yaml"), "--no-progress", "--steps", "1"]
+    assert train_main(argv + ["--out-dir", str(tmp_path / "ok"), "--init-from",
+                              str(start / "last.pt")]) == 0
+    log = (tmp_path / "ok" / "log.jsonl").read_text()
+    assert '"init_from": "' + str(start / "last.pt") in log
+    assert train_main(argv + ["--out-dir", str(tmp_path / "bad"), "--init-from",
+                              str(tmp_path / "nope.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "occflow-train: error: init_from:" in err and "nope.pt" in err
+    assert not (tmp_path / "bad").exists()

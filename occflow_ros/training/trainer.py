@@ -27,7 +27,7 @@ from ..model import (
     save_checkpoint,
     select_device,
 )
-from ..model.checkpoint import DEFAULT_NORMALIZATION_CONVENTION
+from ..model.checkpoint import DEFAULT_NORMALIZATION_CONVENTION, CheckpointError
 from .objective import Objective
 
 __all__ = ["TrainError", "TrainConfig", "train"]
@@ -58,6 +58,10 @@ class TrainConfig:
     log_every: int = 25
     num_workers: int = 0
     device: str = "auto"
+    # Fine-tuning: a checkpoint whose weights start this run (fresh optimizer and schedule). Its
+    # networks must have this config's sizes; input_points and window_seconds may differ (they
+    # change no weight). Ignored on resume, which continues from out_dir/last.pt.
+    init_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.2))
     sampling: WindowSampling = field(default_factory=WindowSampling)
@@ -83,6 +87,8 @@ class TrainConfig:
                              f"sampling.input_points ({self.sampling.input_points})")
         if self.model.window_seconds != self.sampling.window_seconds:
             raise TrainError("model.window_seconds must equal sampling.window_seconds")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise TrainError(f"init_from must be a checkpoint path, got {self.init_from!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -156,6 +162,25 @@ def _score(metrics: Mapping[str, float]) -> float:
     return metrics["iout"] - metrics["corr_l2"]
 
 
+# model settings that change no weight: a checkpoint trained with other values can start a run
+_WEIGHTLESS = ("input_points", "window_seconds")
+
+
+def _initial_weights(cfg: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """The state dict of ``cfg.init_from``, after checking its networks have ``cfg.model``'s sizes."""
+    try:
+        ckpt = load_checkpoint(cfg.init_from, map_location=device)
+    except CheckpointError as e:
+        raise TrainError(f"init_from: {e}") from None
+    mine, theirs = cfg.model.to_dict(), ckpt.model.config.to_dict()
+    differ = [f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in mine
+              if k not in _WEIGHTLESS and mine[k] != theirs[k]]
+    if differ:
+        raise TrainError(f"init_from {cfg.init_from}: its networks differ from this run's model "
+                         f"config ({'; '.join(differ)}); set model to the checkpoint's sizes")
+    return ckpt.model.state_dict()
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
           command: str | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Run (or resume) a training run into ``cfg.out_dir``; returns a summary.
@@ -177,6 +202,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    init_state = _initial_weights(cfg, device) if cfg.init_from is not None and not resume else None
     out = Path(cfg.out_dir)
     last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
     if rank == 0:
@@ -194,6 +220,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
     start_step, best = 0, -math.inf
+    if init_state is not None:
+        model.load_state_dict(init_state)
     if resume:
         ckpt = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(ckpt.model.state_dict())
@@ -238,6 +266,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                desc="train", dynamic_ncols=True)
     step = start_step
     last_metrics: dict[str, float] = {}
+    if cfg.init_from is not None and start_step == 0 and rank == 0:
+        # where fine-tuning starts from, on this run's validation data
+        start_metrics = validate(objective, val_loader, device)
+        log({"step": 0, "validation": start_metrics, "init_from": cfg.init_from,
+             "elapsed_s": time.monotonic() - started})
+        bar.write(f"step 0 ({cfg.init_from}): val IoU@0 {start_metrics['iou0']:.3f}  IoU@end "
+                  f"{start_metrics['iout']:.3f}  corr L2 {start_metrics['corr_l2']:.4f}")
     objective.train()
     for batch in loader:
         batch = _to(batch, device)
