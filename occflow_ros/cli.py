@@ -125,10 +125,14 @@ def eval_markdown(title: str, summary: dict, *, paper: dict | None = None) -> st
              "| metric | keyframe | window end | mean over later frames |"
              + (" paper (OFlow, D-FAUST) |" if paper else ""),
              "|---|---|---|---|" + ("---|" if paper else "")]
-    names = {"iou": "IoU", "chamfer_l1": "Chamfer-L1", "corr_l2": "correspondence L2",
+    names = {"iou": "IoU", "static_iou": "IoU, static baseline (keyframe mesh left still)",
+             "chamfer_l1": "Chamfer-L1", "corr_l2": "correspondence L2",
+             "static_corr_l2": "correspondence L2, static baseline",
              "nn_corr_l2": "correspondence L2, nearest-neighbour baseline"}
     for key, name in names.items():
-        row = summary[key]
+        row = summary.get(key)
+        if row is None:
+            continue
         if all(v is None for v in row.values()):
             continue
         cells = [_fmt(row["keyframe"]), _fmt(row["end"]), _fmt(row["mean_later"])]

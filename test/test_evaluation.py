@@ -89,6 +89,10 @@ def test_evaluating_windows_scores_the_tracked_mesh_and_beats_the_baseline():
     assert summary["corr_l2"]["end"] < 0.02
     # snapping to a partial view cannot follow the back of the sphere: much worse
     assert summary["nn_corr_l2"]["end"] > 3 * summary["corr_l2"]["end"]
+    # left still, the keyframe mesh misses the slide (0.4 m/s for ~1 s, the sphere 0.6 m wide): the
+    # static baseline scores the same at the keyframe and far worse at the end
+    assert summary["static_corr_l2"]["keyframe"] == pytest.approx(summary["corr_l2"]["keyframe"])
+    assert summary["static_corr_l2"]["end"] > 0.5 and summary["static_iou"]["end"] < 0.5
     for w in windows:
         assert w["frames"][0]["dt"] == 0.0 and w["frames"][-1]["dt"] > 0.5
         assert len(w["step_ms"]) == len(w["meta"] and records[0].frame_times)

@@ -1,9 +1,13 @@
-"""Score the tracker on windows with ground truth: IoU, Chamfer-L1, correspondence L2, a NN baseline.
+"""Score the tracker on windows with ground truth: IoU, Chamfer-L1, correspondence L2, and two baselines.
 
 Each window is fed frame by frame to a real ``Tracker`` (the product path: keyframe meshing, then the
 flow), with re-keying disabled so the mesh of the window's first frame is carried to its end. Metrics
 are reported in the paper's normalised units: lengths divided by the keyframe's ground-truth size
 (the longest side of the ground-truth surface's bounding box, which is D-FAUST's ``scale``).
+
+Baselines: nearest-neighbour tracking (each vertex snaps to the nearest observed point of the next
+frame, ``nn_corr_l2``) and the static mesh (the keyframe mesh left where it was, ``static_iou`` and
+``static_corr_l2``): what the flow adds is the gap between the tracked and the static numbers.
 """
 
 from __future__ import annotations
@@ -96,12 +100,19 @@ def evaluate_window(tracker: Tracker, record: WindowRecord, *, rng: np.random.Ge
         if surface is not None:
             pred = sample_surface(mesh.vertices, mesh.faces, chamfer_points, rng)
             row["chamfer_l1"] = chamfer_l1(pred, surface) / unit
+        # the static baseline: the keyframe mesh left where it was (same vertices, same faces)
+        still = mesh.num_vertices == len(keyframe_vertices)
         if record.occ is not None:
             n_uniform = int(record.meta.get("occ_uniform", record.occ.shape[1]))
-            row["iou"] = mesh_iou(mesh.vertices, mesh.faces, record.occ_points[k][:n_uniform],
-                                  record.occ[k][:n_uniform])
+            occ_points, occ = record.occ_points[k][:n_uniform], record.occ[k][:n_uniform]
+            row["iou"] = mesh_iou(mesh.vertices, mesh.faces, occ_points, occ)
+            if still:
+                row["static_iou"] = mesh_iou(keyframe_vertices, mesh.faces, occ_points, occ)
         if matches is not None:
             row["corr_l2"] = correspondence_l2(mesh.vertices, record.corr[k], matches) / unit
+            if still:
+                row["static_corr_l2"] = correspondence_l2(keyframe_vertices, record.corr[k],
+                                                          matches) / unit
             if nn is not None:
                 row["nn_corr_l2"] = correspondence_l2(nn[f - keyframe_frame], record.corr[k],
                                                       matches) / unit
@@ -132,7 +143,7 @@ def summarize(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means over windows: at the keyframe, at the window's end, and over all later GT frames."""
     ok = [w for w in windows if "frames" in w and w["frames"]]
     out: dict[str, Any] = {"windows": len(windows), "failed": len(windows) - len(ok)}
-    for key in ("iou", "chamfer_l1", "corr_l2", "nn_corr_l2"):
+    for key in ("iou", "static_iou", "chamfer_l1", "corr_l2", "static_corr_l2", "nn_corr_l2"):
         first = [w["frames"][0].get(key) for w in ok if w["frames"][0]["dt"] == 0.0]
         last = [w["frames"][-1].get(key) for w in ok]
         later = [r.get(key) for w in ok for r in w["frames"] if r["dt"] > 0]
