@@ -8,6 +8,7 @@ import pytest
 from occflow_ros.geometry import (PreprocessConfig, PreprocessError, fit_normalization, preprocess,
                                   voxel_downsample)
 from occflow_ros.geometry.analytic import depth_frame
+from occflow_ros.geometry.preprocess import roi_mask
 
 # every stage off: each test switches on the one it is about
 BARE = dict(cluster=False, voxel_size=0.0, outlier_neighbors=0, n_points=None)
@@ -47,6 +48,27 @@ def test_roi_crop_keeps_exactly_the_points_inside_the_box_bounds_included():
     np.testing.assert_array_equal(result.points, points[inside])
     assert inside[:3].all() and not inside[3]
     assert result.counts.roi == inside.sum() < result.counts.valid
+
+
+def test_roi_decides_like_a_float64_comparison_at_bounds_float32_cannot_hold():
+    """Bounds like 1.1 fall between two float32 values: the points at those two neighbours (and one
+    further each way) are inside or outside exactly as comparing in float64 says; NaN is outside."""
+    lo, hi = (-0.3, -1.1, 0.1), (1.1, 0.7, 2.9)
+    near = []
+    for axis in range(3):
+        for bound in (lo[axis], hi[axis]):
+            b32 = np.float32(bound)
+            for v in (np.nextafter(np.nextafter(b32, np.float32(-9)), np.float32(-9)),
+                      np.nextafter(b32, np.float32(-9)), b32, np.nextafter(b32, np.float32(9)),
+                      np.nextafter(np.nextafter(b32, np.float32(9)), np.float32(9))):
+                p = np.array([0.5, 0.0, 1.0], np.float32)
+                p[axis] = v
+                near.append(p)
+    points = np.concatenate([np.array(near), [[np.nan, 0.0, 1.0], [0.5, np.inf, 1.0]]]).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        expected = np.all((points.astype(np.float64) >= np.array(lo)) & (points <= np.array(hi)), axis=1)
+    assert 0 < expected.sum() < len(points) - 2
+    np.testing.assert_array_equal(roi_mask(points, lo, hi), expected)
 
 
 # ---- plane ----------------------------------------------------------------------------------------
