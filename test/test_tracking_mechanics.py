@@ -181,6 +181,21 @@ def test_residual_is_small_while_tracking_well():
     assert mesh.info["residual_m"] < 0.015
 
 
+def test_the_residual_over_a_stride_of_the_points_matches_the_residual_over_all():
+    """A field 40% too slow: the tracked sphere lags and the residual grows, by the same amount
+    whether it is averaged over every observed point or over ~100 of them."""
+    frames = [sphere_frame(i / 30, np.random.default_rng(i)) for i in range(8)]
+    got = {}
+    for limit in (0, 100):
+        tracker = make_tracker(speed=0.6 * SPEED, residual_points=limit)
+        got[limit] = [tracker.feed(f, i / 30).info.get("residual_m") for i, f in enumerate(frames)]
+    full, strided = np.array(got[0][1:]), np.array(got[100][1:])
+    assert full[-1] > 0.01 and full[-1] > 3 * full[0]  # it did lag
+    assert np.allclose(strided, full, rtol=0.15, atol=1e-3)
+    with pytest.raises(TrackingError, match="residual_points"):
+        TrackerConfig(residual_points=-1)
+
+
 def test_input_points_are_carried_back_to_the_keyframe_time():
     rng = np.random.default_rng(7)
     tracker = make_tracker(input_correspondences=True)

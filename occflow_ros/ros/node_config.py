@@ -167,6 +167,8 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "the tracked surface over its value at the keyframe that forces a keyframe; 0: never",
        lo=0.0, hi=100.0),
     _P("tracker.residual_clip", 0.2, "distances are clipped here (m) before averaging", lo=1e-6, hi=100.0),
+    _P("tracker.residual_points", 1024, "the residual is averaged over at most this many observed points "
+       "(an even stride); 0: all", lo=0, hi=10_000_000),
     _P("tracker.max_gap_seconds", 1.0, "a gap between processed frames longer than this (s) forces a "
        "keyframe (keep it above a keyframe's processing time)",
        lo=1e-3, hi=3600.0),
@@ -340,6 +342,7 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
         return TrackerConfig(
             window_seconds=window if window > 0 else None, max_frames=v[t + "max_frames"],
             residual_threshold=v[t + "residual_threshold"], residual_clip=v[t + "residual_clip"],
+            residual_points=v[t + "residual_points"],
             max_gap_seconds=v[t + "max_gap_seconds"], min_points=v[t + "min_points"],
             id_match_distance=v[t + "id_match_distance"],
             input_correspondences=v[t + "input_correspondences"], solver=solver,

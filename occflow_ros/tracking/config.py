@@ -76,6 +76,10 @@ class TrackerConfig:
       forced; 0 disables the check. (Relative to the keyframe, so a model that reconstructs an
       object less exactly does not re-key on every frame.)
     residual_clip: distances are clipped here (m) before averaging (robust to stray points).
+    residual_points: the residual is averaged over at most this many observed points, an even
+      stride through the frame's points (0: all). The mean of ~1000 clipped distances is within a
+      fraction of a millimetre of the full mean, while the distance queries over a whole frame's
+      ~8000 points cost ~10 ms per frame on one CPU core.
     max_gap_seconds: a gap between frames longer than this forces a keyframe.
     min_points: frames with fewer preprocessed points are treated as empty (mesh held).
     id_match_distance: a new keyframe vertex inherits the id of a tracked vertex within this
@@ -91,6 +95,7 @@ class TrackerConfig:
     max_frames: int = 30
     residual_threshold: float = 0.03
     residual_clip: float = 0.2
+    residual_points: int = 1024
     max_gap_seconds: float = 1.0
     min_points: int = 50
     id_match_distance: float = 0.03
@@ -109,6 +114,7 @@ class TrackerConfig:
         _num("tracker", "max_frames", self.max_frames, 2, 100_000, integer=True)
         _num("tracker", "residual_threshold", self.residual_threshold, 0.0, 100.0)
         _num("tracker", "residual_clip", self.residual_clip, 0.0, 100.0, lo_open=True)
+        _num("tracker", "residual_points", self.residual_points, 0, 10_000_000, integer=True)
         _num("tracker", "max_gap_seconds", self.max_gap_seconds, 0.0, 3600.0, lo_open=True)
         _num("tracker", "min_points", self.min_points, 1, 10_000_000, integer=True)
         _num("tracker", "id_match_distance", self.id_match_distance, 0.0, 10.0, lo_open=True)

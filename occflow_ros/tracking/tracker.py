@@ -328,7 +328,12 @@ class Tracker:
             input_keyframe_points=keyframe_points, info=info)
 
     def _residual(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray) -> float:
-        """Mean distance (m) from the observed points to the mesh, each clipped at residual_clip."""
+        """Mean distance (m) from the observed points to the mesh, each clipped at residual_clip, over
+        an even stride of at most ``residual_points`` of them (deterministic: the same frame gives
+        the same residual)."""
+        limit = self.config.residual_points
+        if limit and len(observed) > limit:
+            observed = observed[:: -(-len(observed) // limit)]
         dist, _, _ = closest_surface_points(vertices, faces, observed)
         return float(np.minimum(dist, self.config.residual_clip).mean())
 
