@@ -120,6 +120,7 @@ CPU_PARAMETERS: Dict[str, Any] = {
     "tracker.meshing.resolution0": 16,
     "tracker.meshing.upsampling_steps": 2,
     "tracker.meshing.target_vertices": 2000,
+    "tracker.solver.method": "midpoint",
     "output.depth": 10,
     "log_period": 5.0,
 }
@@ -130,8 +131,10 @@ WHY_PARAMETERS = (
     "points of a 640x480 frame to ~60k before filtering: preprocessing ~40 ms instead of ~170 ms), "
     "with the nearest cluster kept after the floor plane is removed; keyframe meshing on a 64^3 "
     "MISE grid (16 * 2^2) decimated to 2000 vertices, which keeps a keyframe near a few hundred ms "
-    "on one core (the default 128^3 grid is for a GPU); output history 10 so the demo records every "
-    "output. Everything else is config/reconstruct.yaml's default (1 s keyframe window = the "
+    "on one core (the default 128^3 grid is for a GPU); the midpoint solver between frames (half "
+    "rk4's cost, 6 instead of 13 ms per frame for 2000 vertices; at one step per frame its "
+    "integration error is far below the model's, docs/benchmarks.md); output history 10 so the "
+    "demo records every output. Everything else is config/reconstruct.yaml's default (1 s keyframe window = the "
     "model's, rk4 flow).")
 
 
