@@ -387,6 +387,8 @@ def side_nodes(tmp_path_factory, model_file):
         # a segment long enough to pass t = 0.5 (the faulty field's blow-up), solved with dopri5
         procs["faulty"] = start_node(tmp, save_faulty_checkpoint(tmp / "faulty.pt"), "faulty",
                                      "-p", "tracker.max_frames:=30", "-p", "tracker.solver.method:=dopri5")
+        procs["async"] = start_node(tmp, model_file, "async", "-p", "tracker.async_keyframes:=true",
+                                    "-p", "tracker.max_frames:=8")
         yield procs
     finally:
         for p in procs.values():
@@ -445,3 +447,45 @@ def test_an_exception_inside_the_tracker_is_logged_with_context_and_the_node_goe
     assert "tracker failed on the frame of stamp" in log and "valid points" in log
     assert f"frame '{FRAME_ID}'" in log and "tracker reset, continuing" in log
     assert node.proc.poll() is None
+
+
+def test_with_background_keyframes_new_meshes_arrive_later_carry_the_ids_and_sigterm_is_clean(
+        side_nodes, make_node, spin_until):
+    """tracker.async_keyframes: a new keyframe's mesh is published with a later frame than its own
+    (keyframe_stamp before the header stamp), still inherits the tracked ids, and a node with a
+    keyframe in flight stops cleanly."""
+    node = side_nodes["async"]
+    assert node.wait_for("ready:", 90), node.log()
+    s = Session(make_node, spin_until, node)
+
+    def firsts() -> List[TrackedMesh]:
+        seen, out = set(), []
+        for msg in s.tracked:
+            key = (msg.keyframe_id, stamp_to_ns(msg.keyframe_stamp))
+            if key not in seen:
+                seen.add(key)
+                out.append(msg)
+        return out
+
+    def adopted() -> List[TrackedMesh]:
+        return [m for m in firsts()[1:]
+                if stamp_to_ns(m.header.stamp) > stamp_to_ns(m.keyframe_stamp) + 1000]
+
+    assert s.spin(lambda: len(adopted()) >= 3, timeout=40), f"{len(s.tracked)} meshes\n{node.log()}"
+    for msg in s.tracked:
+        s.assert_sent_header(msg.header)
+    carried = 0
+    for before, after in zip(s.tracked, s.tracked[1:]):
+        if after.keyframe_id != before.keyframe_id and after in adopted():
+            t0, t1 = s.elapsed(stamp_to_ns(before.header.stamp)), s.elapsed(stamp_to_ns(after.header.stamp))
+            if int(t0 // SWEEP) == int(t1 // SWEEP):  # not across the sphere's jump back
+                old, new = (read_tracked_mesh_msg(m).vertex_ids for m in (before, after))
+                assert np.isin(new, old).mean() >= 0.5, "an adopted keyframe did not inherit the ids"
+                carried += 1
+    assert carried >= 1
+    started = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    s.spin_until([s.ros], lambda: node.proc.poll() is not None, timeout=10)
+    took = time.monotonic() - started
+    assert node.proc.poll() == 0 and took < 2.0, f"exit {node.proc.poll()} after {took:.2f} s\n{node.log()}"
+    assert "shut down cleanly" in node.log()

@@ -113,6 +113,72 @@ def test_ids_and_canonical_positions_persist_across_keyframes():
         seen |= set(key.vertex_ids.tolist())
 
 
+def test_a_background_keyframe_is_carried_to_the_present_and_takes_over_the_ids():
+    """async_keyframes: the frame that is due a keyframe starts meshing in the background and is
+    answered by the old mesh carried on; frames keep being tracked on the old segment until the new
+    mesh is ready; the first frame after that gets the new mesh, brought from the keyframe's time to
+    the present (here the exact drift) and carrying the old mesh's ids. Whatever the thread timing."""
+    rng = np.random.default_rng(12)
+    tracker = make_tracker(window=0.3, async_keyframes=True)
+    stamps = [i / 30 for i in range(24)]
+    meshes = []
+    for k, t in enumerate(stamps):
+        if k == 16:
+            assert tracker.wait_for_keyframe(timeout=60)  # whatever is in flight is adopted next
+        meshes.append(tracker.feed(sphere_frame(t, rng), t))
+        if k == 0:
+            assert meshes[0].topology_changed and meshes[0].info["keyframe"], "the first is synchronous"
+    adopted = [k for k, m in enumerate(meshes) if m.topology_changed and k > 0]
+    assert adopted, "no background keyframe was adopted"
+    for k in adopted:
+        m, before = meshes[k], meshes[k - 1]
+        assert m.info["keyframe"] and m.keyframe_id == before.keyframe_id + 1
+        start = stamps.index(m.keyframe_stamp)
+        assert start < k, "a background keyframe is adopted after its own frame"
+        # the frame that started it and those after it, up to the adoption, kept the old segment
+        assert all(not x.topology_changed and x.keyframe_id == before.keyframe_id
+                   for x in meshes[start:k])
+        assert m.info["keyframe_frames_behind"] == k - 1 - start
+        # carried to the present: the ball's centre is where the sphere is now
+        centre = m.vertices.mean(axis=0)
+        assert abs(centre[0] - SPEED * stamps[k]) < 0.01, (k, centre, SPEED * stamps[k])
+        common = np.intersect1d(before.vertex_ids, m.vertex_ids)
+        assert len(common) >= 0.8 * m.num_vertices, "most surface keeps its ids"
+        assert not tracker.background_keyframe or tracker.background_keyframe > m.keyframe_stamp
+    later = [m for m in meshes[1:] if not m.topology_changed]
+    assert later and all(m.info["keyframe"] is False for m in later)
+    tracker.close()
+
+
+def test_a_gap_or_a_reset_drops_the_background_keyframe_and_meshes_synchronously():
+    rng = np.random.default_rng(13)
+    tracker = make_tracker(window=0.3, async_keyframes=True, max_gap_seconds=0.5)
+    t = 0.0
+    while tracker.background_keyframe is None:
+        mesh = tracker.feed(sphere_frame(t, rng), t)
+        t += 1 / 30
+        assert t < 1.0, "no background keyframe started"
+    # a long gap: the old segment cannot bridge it, a keyframe is meshed for this very frame
+    t += 0.8
+    mesh = tracker.feed(sphere_frame(t, rng), t)
+    assert mesh.topology_changed and mesh.keyframe_stamp == t and mesh.info["keyframe"]
+    assert tracker.background_keyframe is None
+    before = mesh.keyframe_id
+    assert tracker.wait_for_keyframe(timeout=1)  # nothing in flight
+    mesh = tracker.feed(sphere_frame(t + 1 / 30, rng), t + 1 / 30)
+    assert not mesh.topology_changed and mesh.keyframe_id == before, "the dropped job is not adopted"
+    while tracker.background_keyframe is None:
+        t += 1 / 30
+        tracker.feed(sphere_frame(t, rng), t)
+    tracker.reset()
+    assert tracker.background_keyframe is None
+    t += 1 / 30
+    mesh = tracker.feed(sphere_frame(t, rng), t)
+    assert mesh.topology_changed and mesh.keyframe_id == 0 and mesh.keyframe_stamp == t
+    tracker.close()
+    tracker.close()  # twice is fine
+
+
 def test_a_stamp_going_backwards_resets_cleanly():
     rng = np.random.default_rng(3)
     tracker = make_tracker()

@@ -530,6 +530,9 @@ class ReconstructNode(Node):
         if worker is not None and worker.is_alive() and worker is not threading.current_thread():
             worker.join(timeout)
             joined = not worker.is_alive()
+        tracker = getattr(self, "tracker", None)
+        if tracker is not None and joined:
+            tracker.close()  # a background keyframe stops at its next network batch
         if self.flushed is None:
             publishers = list(getattr(self, "_output_publishers", {}).values())
             deadline = time.monotonic() + flush_timeout

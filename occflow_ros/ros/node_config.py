@@ -176,6 +176,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        lo=1, hi=10_000_000),
     _P("tracker.id_match_distance", 0.03, "a new keyframe vertex inherits the id of a tracked vertex "
        "within this distance (m)", lo=1e-6, hi=10.0),
+    _P("tracker.async_keyframes", False, "mesh keyframes in a background thread while the old mesh is "
+       "carried on, so no frame waits for meshing; for machines with a core or a GPU to spare (the "
+       "bag replay always meshes in line, to be reproducible)"),
     _P("tracker.input_correspondences", True, "carry the observed points back to the keyframe time "
        "every frame (~/input_correspondences; one backward ODE solve per frame)"),
     _P("tracker.chunk_size", 10_000, "points per network batch / ODE solve", lo=1, hi=10_000_000),
@@ -345,7 +348,8 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             residual_points=v[t + "residual_points"],
             max_gap_seconds=v[t + "max_gap_seconds"], min_points=v[t + "min_points"],
             id_match_distance=v[t + "id_match_distance"],
-            input_correspondences=v[t + "input_correspondences"], solver=solver,
+            input_correspondences=v[t + "input_correspondences"],
+            async_keyframes=v[t + "async_keyframes"], solver=solver,
             correspondence_solver=correspondence_solver, chunk_size=v[t + "chunk_size"],
             seed=v[t + "seed"], meshing=meshing, preprocess=preprocess)
     except TrackingError as e:

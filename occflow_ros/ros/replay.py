@@ -24,6 +24,8 @@ tracker up first); the replay processes every frame.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import sys
 import time
@@ -91,7 +93,9 @@ def make_tracker(config: NodeConfig, *, threads: Optional[int] = None):
     """A fresh Tracker for ``config``: torch limited to ``threads`` CPU threads (default: the
     config's ``threads``, or 1 when that is 0, so runs repeat exactly), the device picked as the
     node picks it, the model loaded from ``config.model_path``, torch's generator seeded with
-    ``tracker.seed``. Raises CheckpointError / ModelError naming the problem."""
+    ``tracker.seed``, keyframes meshed in line (``tracker.async_keyframes`` off: a replay is
+    reproducible frame by frame, and a background keyframe's timing is not). Raises
+    CheckpointError / ModelError naming the problem."""
     import torch
 
     from ..model import CheckpointError, ModelError, load_checkpoint, select_device
@@ -108,7 +112,8 @@ def make_tracker(config: NodeConfig, *, threads: Optional[int] = None):
     checkpoint = load_checkpoint(path, map_location=device,
                                  expect_input_points=config.model_input_points or None)
     torch.manual_seed(config.tracker.seed)
-    return Tracker(checkpoint, config.tracker, device=device, precision=config.precision)
+    tracker_config = dataclasses.replace(config.tracker, async_keyframes=False)
+    return Tracker(checkpoint, tracker_config, device=device, precision=config.precision)
 
 
 @dataclass

@@ -86,6 +86,8 @@ class TrackerConfig:
       distance (m), one-to-one, nearest pairs first; others get fresh ids.
     input_correspondences: carry the observed points back to the keyframe time every frame
       (per-input-point correspondences); costs one backward solve per frame.
+    async_keyframes: mesh keyframes in a background thread while the old mesh is carried on, so no
+      frame waits for meshing (see Tracker); results then depend on timing.
     solver: integrates the vertices from one frame to the next.
     correspondence_solver: the backward solve of the observed points (coarser is fine).
     chunk_size: points per ODE solve. seed: subsampling of input points (reproducible runs).
@@ -100,6 +102,7 @@ class TrackerConfig:
     min_points: int = 50
     id_match_distance: float = 0.03
     input_correspondences: bool = True
+    async_keyframes: bool = False
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.1))
     correspondence_solver: SolverConfig = field(
         default_factory=lambda: SolverConfig("midpoint", step_size=0.25))
@@ -122,6 +125,8 @@ class TrackerConfig:
         _num("tracker", "seed", self.seed, 0, 2**63 - 1, integer=True)
         if not isinstance(self.input_correspondences, bool):
             raise TrackingError("tracker.input_correspondences must be true or false")
+        if not isinstance(self.async_keyframes, bool):
+            raise TrackingError("tracker.async_keyframes must be true or false")
         for name in ("solver", "correspondence_solver"):
             if not isinstance(getattr(self, name), SolverConfig):
                 raise TrackingError(f"tracker.{name} must be a SolverConfig")

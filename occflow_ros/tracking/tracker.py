@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -52,6 +54,34 @@ class _Segment:
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
 
 
+@dataclass
+class _KeyframeBuild:
+    """What meshing a keyframe produces before it changes any tracker state (computed in the
+    caller's thread, or in the background with ``async_keyframes``)."""
+
+    stamp: float
+    reason: str
+    observed: np.ndarray  # the keyframe's preprocessed points (metres), for its residual
+    norm: Normalization
+    x: torch.Tensor  # (1, N, 3) the model's input points, normalised
+    encoder: EncoderState
+    code: torch.Tensor  # (1, C)
+    vertices: np.ndarray  # (V, 3) float32 normalised; V = 0: nothing inside
+    faces: np.ndarray  # (F, 3)
+    queries: int
+    seconds: float
+
+
+class _KeyframeJob:
+    """A keyframe being meshed in the background, and the frames tracked on the old segment since."""
+
+    def __init__(self, future: Future, cancel: threading.Event, stamp: float) -> None:
+        self.future = future
+        self.stamp = stamp
+        self.cancel = cancel
+        self.pending: list[tuple[np.ndarray, float]] = []  # (preprocessed points, stamp) after it
+
+
 class Tracker:
     """``feed(points, stamp) -> TrackedMesh | None`` for a stream of depth frames of one object.
 
@@ -69,6 +99,18 @@ class Tracker:
     ``feed(..., should_stop=f)`` polls ``f()`` between the network batches of a keyframe and between
     its meshing steps, and abandons the frame (reset, TrackingCancelled) once it is true: a keyframe
     stops within one batch or one mesh-simplification call instead of running to its end.
+
+    ``config.async_keyframes``: a keyframe due while a segment is being tracked (window ending,
+    residual grown, too many frames) is meshed in a background thread from that frame's points,
+    while ``feed`` keeps carrying the old mesh forward, so no frame waits for meshing. The job
+    starts early by the last keyframe's measured duration so that it is ready about when the window
+    ends. The first ``feed`` after it finished adopts it: the frames seen meanwhile are encoded into
+    the new segment's motion code in one pass, the new mesh is carried from the keyframe's time to
+    the last of them, takes the ids of the old mesh there, and then follows this frame like any
+    other; that result has ``topology_changed`` True and ``keyframe_stamp`` the keyframe frame's
+    stamp, earlier than its own. Results then depend on timing (not reproducible frame by frame);
+    the first keyframe, one after a reset and one after a long gap are meshed synchronously.
+    Call ``close()`` when done (it stops a job in flight).
     """
 
     def __init__(self, model: OccupancyFlow | Checkpoint, config: TrackerConfig | None = None, *,
@@ -100,6 +142,9 @@ class Tracker:
         self._last: TrackedMesh | None = None
         self._last_stamp: float | None = None
         self._hold_reason: str | None = None
+        self._job: _KeyframeJob | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._keyframe_seconds = 0.0  # how long the last keyframe took to mesh (wall time)
         self.resets = 0
 
     # -- public ------------------------------------------------------------------------------------
@@ -125,8 +170,26 @@ class Tracker:
         """The current keyframe's map between metres and the model's normalised space."""
         return None if self._segment is None else self._segment.norm
 
+    @property
+    def background_keyframe(self) -> float | None:
+        """The stamp of the keyframe being meshed in the background (``async_keyframes``), or None."""
+        return None if self._job is None else self._job.stamp
+
+    def wait_for_keyframe(self, timeout: float | None = None) -> bool:
+        """Block until the background keyframe (if any) is meshed; the next ``feed`` adopts it.
+        False on timeout. (Replays that want every keyframe adopted at a known frame use this.)"""
+        if self._job is None:
+            return True
+        try:
+            self._job.future.exception(timeout)
+        except TimeoutError:
+            return False
+        return True
+
     def reset(self) -> None:
-        """Forget the current mesh and segment; the next frame is a keyframe."""
+        """Forget the current mesh and segment (and a keyframe being meshed in the background); the
+        next frame is a keyframe."""
+        self._cancel_job()
         self._segment = None
         self._last = None
         self._last_stamp = None
@@ -163,16 +226,34 @@ class Tracker:
             return self._hold(stamp, f"empty frame: {len(observed)} points after preprocessing "
                                      f"(< min_points {self.config.min_points})", info, started)
 
-        reason = self._keyframe_reason(stamp)
+        adopted = self._job is not None and self._job.future.done() and self._adopt(info)
+        reason, gap = self._keyframe_reason(stamp)
+        started_job = False
+        if reason is not None and self._job is not None:
+            if not gap:
+                reason = None  # a keyframe is being meshed in the background: keep tracking
+            else:
+                self._cancel_job()  # the old segment cannot bridge the gap: mesh here and now
+        if reason is not None and self._background_ok(gap):
+            self._start_job(observed, stamp, reason)
+            reason, started_job = None, True
         if reason is None:
             mesh = self._track(observed, stamp, info)
+            if adopted:
+                info["keyframe"] = True  # the new mesh appears with this frame
+                mesh = dataclasses.replace(mesh, topology_changed=True)
             residual = info.get("residual_m", 0.0)
             threshold = self.config.residual_threshold
             base = self._segment.residual
-            if threshold > 0 and residual > base + threshold:
+            if threshold > 0 and residual > base + threshold and not adopted and self._job is None:
                 reason = (f"tracking residual {residual:.3f} m grew by more than {threshold:.3f} m "
                           f"over the keyframe's {base:.3f} m")
                 self._last = mesh  # the new keyframe inherits ids from the tracked mesh at this time
+                if self._background_ok(False):
+                    self._start_job(observed, stamp, reason)
+                    reason, started_job = None, True
+            if self._job is not None and not started_job:
+                self._job.pending.append((observed, stamp))
         if reason is not None:
             try:
                 mesh = self._keyframe(observed, stamp, reason, info, should_stop)
@@ -185,19 +266,25 @@ class Tracker:
         return mesh
 
     # -- steps -------------------------------------------------------------------------------------
-    def _keyframe_reason(self, stamp: float) -> str | None:
+    def _keyframe_reason(self, stamp: float) -> tuple[str | None, bool]:
+        """Why this frame should be a keyframe (None: it need not), and whether that is a gap
+        between frames (which the old segment cannot bridge, so no background keyframe)."""
         seg = self._segment
         if seg is None:
-            return "first frame" if self._last is None else "no tracked mesh"
-        age = stamp - seg.key_stamp
-        if age >= self.window_seconds:
-            return f"window of {self.window_seconds:g} s elapsed"
-        if seg.frames >= self.config.max_frames:
-            return f"{self.config.max_frames} frames since the keyframe"
+            return ("first frame" if self._last is None else "no tracked mesh"), True
         gap = stamp - (seg.key_stamp + seg.t_prev * self.time_scale)
-        if gap > self.config.max_gap_seconds:
-            return f"gap of {gap:.3f} s between frames"
-        return None
+        too_long = gap > self.config.max_gap_seconds
+        age = stamp - seg.key_stamp
+        # in the background, start early by what the last keyframe took, to be ready at the window's end
+        lead = (min(1.2 * self._keyframe_seconds, 0.5 * self.window_seconds)
+                if self.config.async_keyframes else 0.0)
+        if age >= self.window_seconds - lead:
+            return f"window of {self.window_seconds:g} s elapsed", too_long
+        if seg.frames >= self.config.max_frames:
+            return f"{self.config.max_frames} frames since the keyframe", too_long
+        if too_long:
+            return f"gap of {gap:.3f} s between frames", True
+        return None, False
 
     def _model_input(self, observed: np.ndarray, norm: Normalization) -> torch.Tensor:
         n = self.input_points
@@ -210,16 +297,16 @@ class Tracker:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
-    def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
-                  should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
+    def _build(self, observed: np.ndarray, stamp: float, reason: str, norm: Normalization,
+               x: torch.Tensor, should_stop: Optional[Callable[[], bool]] = None) -> _KeyframeBuild:
+        """Encode a keyframe and mesh it (MISE, marching cubes, cleaning, simplification). Touches no
+        tracker state but the network batch size, so it can run in a background thread."""
         def check(step: str) -> None:
             if should_stop is not None and should_stop():
                 raise TrackingCancelled(f"keyframe at stamp {stamp:.6f} s abandoned {step}")
 
         t0 = time.perf_counter()
         cfg = self.config.meshing
-        norm = fit_normalization(observed, padding=self.margin)
-        x = self._model_input(observed, norm)
         model = self.model
         with self._autocast():
             c_s = model.encode_shape(x)
@@ -244,7 +331,6 @@ class Tracker:
         result = extract_mesh(field, threshold=self._threshold, resolution0=cfg.resolution0,
                               upsampling_steps=cfg.upsampling_steps, box_size=cfg.box_size,
                               max_batch=self._chunk)
-        info["keyframe_queries"] = int(result.n_queries)
         v, f = result.vertices, result.faces
         if len(f):
             check("before mesh cleaning")
@@ -253,13 +339,13 @@ class Tracker:
                 check("before simplification")
                 v, f = simplify_mesh(v, f, target_vertices=cfg.target_vertices)
             check("after simplification")
-        info["keyframe_ms"] = 1e3 * (time.perf_counter() - t0)
-        if len(f) == 0:
-            # Nothing inside: keep what we had rather than publish an empty mesh.
-            self._segment = None
-            return self._hold(stamp, "keyframe gave an empty mesh (no occupied space)", info,
-                              None)
-        vertices_m = norm.to_metres(v.astype(np.float32))
+        return _KeyframeBuild(stamp=stamp, reason=reason, observed=observed, norm=norm, x=x,
+                              encoder=encoder, code=codes[:, -1].float(),
+                              vertices=np.asarray(v, np.float32), faces=np.asarray(f),
+                              queries=int(result.n_queries), seconds=time.perf_counter() - t0)
+
+    def _inherit(self, vertices_m: np.ndarray):
+        """Ids (and canonical positions) for new keyframe vertices (metres) from the last result."""
         old = self._last
         if old is not None and old.num_faces:
             assignment = inherit_ids(vertices_m, old.vertices, old.faces, old.vertex_ids,
@@ -270,26 +356,116 @@ class Tracker:
                                      np.zeros(0, np.uint32), np.zeros((0, 3), np.float32),
                                      self._next_id, self.config.id_match_distance)
         self._next_id = assignment.next_id
+        return assignment
+
+    def _new_segment(self, build: _KeyframeBuild) -> _Segment:
+        """The segment a keyframe starts (ids filled in by the caller), its vertices at its time."""
         keyframe_id = self._keyframes
         self._keyframes += 1
-        faces = f.astype(np.uint32)
-        residual = self._residual(vertices_m, faces, observed)
-        self._segment = _Segment(
-            keyframe_id=keyframe_id, key_stamp=stamp, norm=norm, encoder=encoder,
-            code=codes[:, -1].float(),
-            vertices=torch.from_numpy(v.astype(np.float32)).to(self.device)[None],
-            faces=faces, ids=assignment.ids, canonical=assignment.canonical,
+        faces = build.faces.astype(np.uint32)
+        residual = self._residual(build.norm.to_metres(build.vertices), faces, build.observed)
+        self._keyframe_seconds = build.seconds
+        return _Segment(
+            keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, encoder=build.encoder,
+            code=build.code, vertices=torch.from_numpy(build.vertices).to(self.device)[None],
+            faces=faces, ids=np.zeros(0, np.uint32), canonical=np.zeros((0, 3), np.float32),
             t_prev=0.0, frames=1, residual=residual)
-        info["residual_m"] = residual
+
+    def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
+                  should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
+        """A keyframe meshed here and now: the result is the keyframe mesh at ``stamp``."""
+        norm = fit_normalization(observed, padding=self.margin)
+        build = self._build(observed, stamp, reason, norm, self._model_input(observed, norm),
+                            should_stop)
+        info["keyframe_queries"] = build.queries
+        info["keyframe_ms"] = 1e3 * build.seconds
+        if len(build.faces) == 0:
+            # Nothing inside: keep what we had rather than publish an empty mesh.
+            self._segment = None
+            return self._hold(stamp, "keyframe gave an empty mesh (no occupied space)", info,
+                              None)
+        seg = self._new_segment(build)
+        vertices_m = build.norm.to_metres(build.vertices)
+        assignment = self._inherit(vertices_m)
+        seg.ids, seg.canonical = assignment.ids, assignment.canonical
+        self._segment = seg
+        info["residual_m"] = seg.residual
         info.update(keyframe=True, keyframe_reason=reason, ids_inherited=assignment.inherited,
-                    ids_fresh=len(v) - assignment.inherited)
-        seen = norm.to_metres(x[0].float().cpu().numpy())  # the points the model was given
+                    ids_fresh=len(vertices_m) - assignment.inherited)
+        seen = build.norm.to_metres(build.x[0].float().cpu().numpy())  # the points the model was given
         return TrackedMesh(
-            stamp=stamp, keyframe_stamp=stamp, keyframe_id=keyframe_id, vertices=vertices_m,
-            faces=self._segment.faces, vertex_ids=assignment.ids,
+            stamp=stamp, keyframe_stamp=stamp, keyframe_id=seg.keyframe_id, vertices=vertices_m,
+            faces=seg.faces, vertex_ids=assignment.ids,
             canonical_vertices=assignment.canonical, topology_changed=True, input_points=seen,
             input_keyframe_points=seen.copy() if self.config.input_correspondences else None,
             info=info)
+
+    # -- keyframes in the background (config.async_keyframes) --------------------------------------
+    def _start_job(self, observed: np.ndarray, stamp: float, reason: str) -> None:
+        norm = fit_normalization(observed, padding=self.margin)
+        x = self._model_input(observed, norm)  # here: the generator is not thread-safe
+        cancel = threading.Event()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="occflow-keyframe")
+
+        def run() -> _KeyframeBuild:
+            with torch.inference_mode():
+                return self._build(observed, stamp, reason, norm, x, cancel.is_set)
+
+        self._job = _KeyframeJob(self._executor.submit(run), cancel, stamp)
+
+    def _cancel_job(self) -> None:
+        if self._job is not None:
+            self._job.cancel.set()
+            self._job = None
+
+    def _adopt(self, info: dict) -> bool:
+        """Take over a finished background keyframe (see the class docstring); False when it gave
+        nothing to adopt (an empty mesh, or cancelled), the old segment then goes on."""
+        job, self._job = self._job, None
+        try:
+            build = job.future.result()
+        except TrackingCancelled:
+            return False
+        info["keyframe_queries"] = build.queries
+        info["keyframe_ms"] = 1e3 * build.seconds
+        if len(build.faces) == 0:
+            info["keyframe_empty"] = "background keyframe gave an empty mesh; the old one goes on"
+            return False
+        seg = self._new_segment(build)
+        if job.pending:
+            # the frames seen while it was meshed: one encoder pass, one solve to the last of them
+            xs = torch.cat([self._model_input(p, build.norm) for p, _ in job.pending])[None]
+            times = torch.tensor([[(t - build.stamp) / self.time_scale for _, t in job.pending]],
+                                 dtype=torch.float32, device=self.device)
+            with self._autocast():
+                codes, seg.encoder = self.model.encode_motion(xs, times, state=seg.encoder)
+            seg.code = codes[:, -1].float()
+            t_last = float(times[0, -1])
+            seg.vertices = self.model.flow(seg.vertices, 0.0, t_last, seg.code, self.config.solver,
+                                           chunk_size=self._chunk, autocast_dtype=self.autocast)
+            seg.t_prev = t_last
+            seg.frames += len(job.pending)
+        # the old mesh (self._last) is at the last frame seen: compare the two meshes there
+        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
+        assignment = self._inherit(vertices_m)
+        seg.ids, seg.canonical = assignment.ids, assignment.canonical
+        self._segment = seg
+        info.update(keyframe=True, keyframe_reason=build.reason, ids_inherited=assignment.inherited,
+                    ids_fresh=len(vertices_m) - assignment.inherited,
+                    keyframe_frames_behind=len(job.pending))
+        return True
+
+    def _background_ok(self, gap: bool) -> bool:
+        return (self.config.async_keyframes and not gap and self._job is None
+                and self._segment is not None and self._last is not None)
+
+    def close(self) -> None:
+        """Stop a background keyframe in flight and its thread (waits for its current batch)."""
+        self._cancel_job()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
         seg = self._segment
