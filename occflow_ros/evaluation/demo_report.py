@@ -132,6 +132,7 @@ def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.n
         gt = truth(r.frame)
         row = scorer.update(m, gt)
         still = static.update(_frozen(m, key_vertices), gt)
+        row["topology_changed"] = bool(m.topology_changed)
         row["static_corr_l2_m"] = still["corr_l2_m"]
         row["static_chamfer_l1_m"] = still.get("chamfer_l1_m")
         row["frame"] = r.frame
@@ -143,16 +144,23 @@ def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.n
 def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 0.1
                      ) -> dict[str, Any]:
     """Tracking errors in centimetres: overall means, and the correspondence error over time since
-    the keyframe (mean per ``bin_seconds`` bin, tracked vs static), from :func:`score_tracking` rows.
-
-    Rows of a segment whose keyframe mesh was not received (matched late) are left out of the
-    over-time table, since their "time since keyframe" would be wrong.
+    each segment's first mesh (mean per ``bin_seconds`` bin, tracked vs static), from
+    :func:`score_tracking` rows. "keyframe" numbers are those first meshes'.
     """
     if not rows:
         raise DemoReportError("no tracked frames to score")
-    ok_segments = {(r["keyframe_id"]) for r in rows if r["keyframe"] and r["since_keyframe"] == 0.0}
+    # A segment is scored when the mesh that introduced its topology was received: the keyframe's
+    # own mesh, or with background keyframes the mesh of the frame that adopted it (carried from
+    # the keyframe's time to that frame). That first mesh is matched to the truth; times in the
+    # table count from it. A segment whose first mesh was lost (matched late) is left out.
+    first: dict = {}
+    for r in rows:
+        first.setdefault(r["keyframe_id"], r)
+    ok_segments = {k for k, r in first.items()
+                   if r["keyframe"] and r.get("topology_changed", r["since_keyframe"] == 0.0)}
     good = [r for r in rows if r["keyframe_id"] in ok_segments]
-    later = [r for r in good if r["since_keyframe"] > 0]
+    keyrows = [first[k] for k in sorted(ok_segments)]
+    later = [r for r in good if r is not first[r["keyframe_id"]]]
     cm = 100.0
 
     def mean(key: str, rs: Iterable[Mapping[str, Any]]) -> Optional[float]:
@@ -161,7 +169,7 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
 
     over_time = []
     if later:
-        since = np.array([r["since_keyframe"] for r in later])
+        since = np.array([r["t"] - first[r["keyframe_id"]]["t"] for r in later])
         bins = np.floor(since / bin_seconds).astype(int)
         for b in sorted(set(bins.tolist())):
             sel = [r for r, k in zip(later, bins) if k == b]
@@ -169,7 +177,6 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
                               "to_s": round((b + 1) * bin_seconds, 6), "frames": len(sel),
                               "corr_l2_cm": mean("corr_l2_m", sel),
                               "static_corr_l2_cm": mean("static_corr_l2_m", sel)})
-    keyrows = [r for r in good if r["since_keyframe"] == 0.0]
     return {
         "frames_scored": len(rows),
         "segments_scored": len(ok_segments),

@@ -377,6 +377,7 @@ def _received_meshes(record: _Recording, start_ns: int, stamps_ns: np.ndarray
 
     frame_of = {int(s): k for k, s in enumerate(stamps_ns)}
     out = []
+    previous = None
     for received_ns, data in record.messages.get(output_topic("tracked_mesh", NAMESPACE), []):
         msg = deserialize_message(data, TrackedMeshMsg)
         stamp = stamp_to_ns(msg.header.stamp)
@@ -391,11 +392,16 @@ def _received_meshes(record: _Recording, start_ns: int, stamps_ns: np.ndarray
         if abs(nearest - key) < 1000:
             key = nearest
         a = read_tracked_mesh_msg(msg)
+        # a new topology arrives with a new (keyframe_id, keyframe_stamp): the keyframe's own frame,
+        # or the later frame that adopted a keyframe meshed in the background
+        segment = (int(msg.keyframe_id), key)
+        changed = segment != previous
+        previous = segment
         mesh = TrackedMesh(stamp=(stamp - start_ns) / 1e9, keyframe_stamp=(key - start_ns) / 1e9,
                            keyframe_id=int(msg.keyframe_id), vertices=a.vertices.copy(),
                            faces=a.triangles.copy(), vertex_ids=a.vertex_ids.copy(),
                            canonical_vertices=a.canonical_vertices.copy(),
-                           topology_changed=stamp == key)
+                           topology_changed=changed)
         out.append(ReceivedMesh(mesh=mesh, frame=frame_of[stamp],
                                 received_s=(received_ns - start_ns) / 1e9))
     return out
