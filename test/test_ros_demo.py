@@ -33,19 +33,20 @@ WINDOW_S = 0.5
 # beat that static error (same matches, vertices frozen) by 15%: a field that does not move the
 # vertices fails both. The shipped model does not yet (measured: 8.6 cm tracked vs 8.7 cm static), so
 # that test is a strict xfail: it runs, and a model that passes turns it red until the mark goes.
-# What the shipped model does meet, with the node processing 20-22 Hz (a quiet 2-core machine and
-# CI alike): the keyframe mesh within 2 cm of the body where it matched it (measured 1.07-1.13 cm),
-# the keyframe mesh's Chamfer-L1 against the whole body (the unseen back is the model's completion)
-# under 3 cm (measured 1.56-1.79 cm on seed 11, 2.18 cm on seed 7), and the flow never worse than 2%
-# over vertices left still, in correspondence and in Chamfer-L1 (measured 0.98-1.01x). Chamfer over
+# What the shipped model does meet, with the demo's CPU settings (48^3 MISE grid, midpoint flow; the
+# node processes 20-26 Hz here and on CI): the keyframe mesh within 2 cm of the body where it matched
+# it (measured 1.04-1.19 cm), the keyframe mesh's Chamfer-L1 against the whole body (the unseen back
+# is the model's completion) under 3 cm (measured 2.28-2.35 cm on seed 11, 2.57 cm on seed 7), and
+# the flow never worse than 3% over vertices left still, in correspondence and in Chamfer-L1
+# (measured 0.98-1.013x: without learnt motion the two are nearly the same vertices). Chamfer over
 # all frames is not bounded: without learnt motion it is the static mesh's drift, which depends on
-# how many late frames of each window the node got to (4.75-5.02 cm at 20 Hz, 4.1-4.5 cm at fewer).
-# A new keyframe keeps >= 30% of the tracked ids every time and 40% on average (measured min
-# 0.50, mean 0.50-0.54 at 20 Hz; 58% at fewer Hz).
+# how many late frames of each window the node got to (4.0-5.0 cm). A new keyframe keeps >= 30% of
+# the tracked ids every time and 40% on average (measured min 0.48-0.55, mean 0.53-0.66).
 CORR_L2_BOUND_CM = 6.0
 KEYFRAME_CHAMFER_BOUND_CM = 3.0
 KEYFRAME_CORR_BOUND_CM = 2.0
 STATIC_RATIO = 0.85
+NOT_WORSE = 1.03
 IDS_KEPT_MIN, IDS_KEPT_MEAN = 0.3, 0.4
 
 
@@ -110,8 +111,8 @@ def test_tracking_error_against_ground_truth_is_bounded(demo):
     chamfer = err["chamfer_l1_cm"]
     assert chamfer["keyframe"] <= KEYFRAME_CHAMFER_BOUND_CM, context(demo)
     assert corr["keyframe"] <= KEYFRAME_CORR_BOUND_CM, context(demo)
-    assert corr["later_frames"] <= 1.02 * corr["static_later_frames"], context(demo)
-    assert chamfer["later_frames"] <= 1.02 * chamfer["static_later_frames"], context(demo)
+    assert corr["later_frames"] <= NOT_WORSE * corr["static_later_frames"], context(demo)
+    assert chamfer["later_frames"] <= NOT_WORSE * chamfer["static_later_frames"], context(demo)
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped model's velocity field has not learnt the motion "
