@@ -22,7 +22,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_tracking as bt  # noqa: E402
 from analytic_models import sphere_model  # noqa: E402
 from bench_io import Q4_COLUMNS, io_costs  # noqa: E402
-from bench_node import Q5_COLUMNS, node_presets, node_row  # noqa: E402
+from bench_node import Q5_COLUMNS, node_presets, node_row, node_targets  # noqa: E402
 from harness import (  # noqa: E402
     BenchConfig,
     BenchError,
@@ -221,6 +221,11 @@ def test_question5_rows_come_from_the_demo_summary_and_presets_undo_its_cpu_sett
     assert (row["processed"], row["rate_hz"], row["p95"]) == (40, 4.0, 300.0)
     assert (row["track_p50"], row["key_p50"], row["corr_cm"], row["static_cm"]) == (100.0, 400.0,
                                                                                    3.5, 6.0)
+    assert row["track_p95"] == 300.0
+    rate, latency = node_targets(row)
+    assert not rate.met and "4.0 Hz" in rate.measured and not latency.met and "300 ms" in latency.measured
+    rate, latency = node_targets(dict(row, rate_hz=21.2, track_p95=91.0))
+    assert rate.met and latency.met
     (cpu_label, cpu), (def_label, defaults) = node_presets("cuda", 1)
     assert cpu == {"device": "cuda"}  # the demo's own CPU settings, on the run's device
     for name in CPU_PARAMETERS:
