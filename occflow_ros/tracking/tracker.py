@@ -177,7 +177,7 @@ class Tracker:
 
     def wait_for_keyframe(self, timeout: float | None = None) -> bool:
         """Block until the background keyframe (if any) is meshed; the next ``feed`` adopts it.
-        False on timeout. (Replays that want every keyframe adopted at a known frame use this.)"""
+        False on timeout. For a caller that wants the next frame to adopt it (the tests do)."""
         if self._job is None:
             return True
         try:
