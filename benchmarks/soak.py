@@ -143,11 +143,35 @@ class IdChecker:
         self._segment: Optional[tuple] = None
         self._segment_ids: Optional[np.ndarray] = None
         self._last_ids: np.ndarray = np.zeros(0, np.uint32)
-        self._ever = np.zeros(0, np.int64)  # sorted unique ids seen
+        # every id seen, as sorted disjoint runs [start, end]: the tracker hands out fresh ids in
+        # runs, so an hour at 30 Hz is a few thousand runs (a plain sorted array of the millions of
+        # ids made each keyframe's check cost more and more: the 60-minute soak slowed itself down)
+        self._starts = np.zeros(0, np.int64)
+        self._ends = np.zeros(0, np.int64)
 
     def _fail(self, why: str) -> None:
         if len(self.violations) < self.max_violations:
             self.violations.append(why)
+
+    def _seen(self, values: np.ndarray) -> np.ndarray:
+        """(N,) bool: which of these ids were seen before."""
+        run = np.searchsorted(self._starts, values, side="right") - 1
+        inside = run >= 0
+        return inside & (values <= self._ends[np.clip(run, 0, None)] if len(self._ends) else inside)
+
+    def _remember(self, fresh: np.ndarray) -> None:
+        """Add sorted unique ids that were not seen before."""
+        breaks = np.flatnonzero(np.diff(fresh) != 1) + 1
+        starts = fresh[np.r_[0, breaks]]
+        ends = fresh[np.r_[breaks - 1, len(fresh) - 1]]
+        if len(self._ends) and starts[0] == self._ends[-1] + 1:  # continues the last run
+            self._ends[-1] = ends[0]
+            starts, ends = starts[1:], ends[1:]
+        self._starts = np.concatenate([self._starts, starts])
+        self._ends = np.concatenate([self._ends, ends])
+        if len(self._starts) > 1 and np.any(np.diff(self._starts) < 0):  # only after a violation
+            order = np.argsort(self._starts)
+            self._starts, self._ends = self._starts[order], self._ends[order]
 
     def add(self, segment: tuple, ids: np.ndarray, where: str) -> None:
         """``segment``: (keyframe stamp ns, keyframe id); ``ids``: (V,) uint32 vertex ids."""
@@ -160,18 +184,19 @@ class IdChecker:
                 self._fail(f"{where}: ids changed within a keyframe segment")
         else:
             self.keyframes += 1
-            old = unique[np.isin(unique, self._ever, assume_unique=True)]
+            seen = self._seen(unique)
+            old = unique[seen]
             foreign = old[~np.isin(old, self._last_ids.astype(np.int64))]
             if len(foreign):
                 self._fail(f"{where}: new keyframe reuses {len(foreign)} ids of earlier meshes that "
                            f"the mesh before it did not have (e.g. {int(foreign[0])})")
-            fresh = unique[~np.isin(unique, self._ever, assume_unique=True)]
+            fresh = unique[~seen]
             if len(fresh) and int(fresh.min()) <= self.max_seen:
                 self._fail(f"{where}: new id {int(fresh.min())} is not above every id seen so far "
                            f"({self.max_seen})")
             self._segment, self._segment_ids = segment, ids.copy()
             if len(fresh):
-                self._ever = np.union1d(self._ever, fresh)
+                self._remember(fresh)
                 self.max_seen = max(self.max_seen, int(fresh.max()))
         self._last_ids = ids.copy()
         self.seen_count += 1

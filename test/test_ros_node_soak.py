@@ -71,3 +71,16 @@ def test_the_id_checker_catches_reused_duplicated_and_changed_ids():
     for w in ("changed within a keyframe segment", "used twice", "reuses 1 ids", "not above every id"):
         assert w in words, words
     assert len(bad.violations) == 5
+
+    # an hour's worth of keyframes (runs of fresh ids, half of each mesh carried over) stays cheap
+    # and correct: a reused id from long ago is still caught
+    long = IdChecker()
+    last = np.arange(2000)
+    long.add((-1, 0), last, "the first keyframe")
+    for k in range(3000):
+        mesh = np.concatenate([last[1000:], last[-1] + 1 + np.arange(1000)])
+        long.add((k, k), mesh, f"keyframe {k}")
+        last = mesh
+    assert not long.violations and long.keyframes == 3001 and len(long._starts) == 1
+    long.add((3000, 3000), np.array([5, int(last[-1]) + 1]), "id 5 from the first mesh")
+    assert "reuses 1 ids" in " | ".join(long.violations)
