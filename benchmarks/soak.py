@@ -155,9 +155,10 @@ class IdChecker:
 
     def _seen(self, values: np.ndarray) -> np.ndarray:
         """(N,) bool: which of these ids were seen before."""
+        if not len(self._starts):
+            return np.zeros(len(values), bool)
         run = np.searchsorted(self._starts, values, side="right") - 1
-        inside = run >= 0
-        return inside & (values <= self._ends[np.clip(run, 0, None)] if len(self._ends) else inside)
+        return (run >= 0) & (values <= self._ends[np.clip(run, 0, None)])
 
     def _remember(self, fresh: np.ndarray) -> None:
         """Add sorted unique ids that were not seen before."""

@@ -156,8 +156,7 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
     first: dict = {}
     for r in rows:
         first.setdefault(r["keyframe_id"], r)
-    ok_segments = {k for k, r in first.items()
-                   if r["keyframe"] and r.get("topology_changed", r["since_keyframe"] == 0.0)}
+    ok_segments = {k for k, r in first.items() if r["topology_changed"]}
     good = [r for r in rows if r["keyframe_id"] in ok_segments]
     keyrows = [first[k] for k in sorted(ok_segments)]
     later = [r for r in good if r is not first[r["keyframe_id"]]]

@@ -319,11 +319,11 @@ def roi_mask(points: np.ndarray, roi_min: Any, roi_max: Any) -> np.ndarray:
     against ~9 ms when numpy promotes the whole (N, 3) array to float64 for the comparison.
     """
     lo, hi = _float32_bounds(roi_min, roi_max)
-    mask = points[:, 0] >= lo[0]
+    mask = np.ones(len(points), bool)
     for axis in range(3):
-        if axis:
-            mask &= points[:, axis] >= lo[axis]
-        mask &= points[:, axis] <= hi[axis]
+        column = points[:, axis]
+        mask &= column >= lo[axis]
+        mask &= column <= hi[axis]
     return mask
 
 

@@ -135,8 +135,8 @@ WHY_PARAMETERS = (
     "Chamfer-L1; the default 128^3 grid is for a GPU); the midpoint solver between frames (half "
     "rk4's cost, 6 instead of 13 ms per frame for 2000 vertices; at one step per frame its "
     "integration error is far below the model's, docs/benchmarks.md); output history 10 so the "
-    "demo records every output. Everything else is config/reconstruct.yaml's default (1 s keyframe window = the "
-    "model's).")
+    "demo records every output. Everything else is config/reconstruct.yaml's default (1 s "
+    "keyframe window = the model's).")
 
 
 def format_parameter(value: Any) -> str:

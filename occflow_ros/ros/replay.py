@@ -25,7 +25,6 @@ tracker up first); the replay processes every frame.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import sys
 import time

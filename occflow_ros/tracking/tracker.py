@@ -67,6 +67,7 @@ class _KeyframeBuild:
     encoder: EncoderState
     code: torch.Tensor  # (1, C)
     vertices: np.ndarray  # (V, 3) float32 normalised; V = 0: nothing inside
+    vertices_m: np.ndarray  # the same in metres
     faces: np.ndarray  # (F, 3)
     queries: int
     seconds: float
@@ -292,6 +293,11 @@ class Tracker:
         x = norm.to_normalized(observed[idx])
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)[None]
 
+    def _keyframe_input(self, observed: np.ndarray) -> tuple[Normalization, torch.Tensor]:
+        """A keyframe's normalisation (fitted to its points) and the model's input points in it."""
+        norm = fit_normalization(observed, padding=self.margin)
+        return norm, self._model_input(observed, norm)
+
     def _autocast(self):
         if self.autocast is None:
             return torch.autocast(device_type=self.device.type, enabled=False)
@@ -339,9 +345,10 @@ class Tracker:
                 check("before simplification")
                 v, f = simplify_mesh(v, f, target_vertices=cfg.target_vertices)
             check("after simplification")
+        v = np.asarray(v, np.float32)
         return _KeyframeBuild(stamp=stamp, reason=reason, observed=observed, norm=norm, x=x,
-                              encoder=encoder, code=codes[:, -1].float(),
-                              vertices=np.asarray(v, np.float32), faces=np.asarray(f),
+                              encoder=encoder, code=codes[:, -1].float(), vertices=v,
+                              vertices_m=norm.to_metres(v), faces=np.asarray(f),
                               queries=int(result.n_queries), seconds=time.perf_counter() - t0)
 
     def _inherit(self, vertices_m: np.ndarray):
@@ -363,7 +370,7 @@ class Tracker:
         keyframe_id = self._keyframes
         self._keyframes += 1
         faces = build.faces.astype(np.uint32)
-        residual = self._residual(build.norm.to_metres(build.vertices), faces, build.observed)
+        residual = self._residual(build.vertices_m, faces, build.observed)
         self._keyframe_seconds = build.seconds
         return _Segment(
             keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, encoder=build.encoder,
@@ -374,9 +381,7 @@ class Tracker:
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
                   should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
         """A keyframe meshed here and now: the result is the keyframe mesh at ``stamp``."""
-        norm = fit_normalization(observed, padding=self.margin)
-        build = self._build(observed, stamp, reason, norm, self._model_input(observed, norm),
-                            should_stop)
+        build = self._build(observed, stamp, reason, *self._keyframe_input(observed), should_stop)
         info["keyframe_queries"] = build.queries
         info["keyframe_ms"] = 1e3 * build.seconds
         if len(build.faces) == 0:
@@ -385,7 +390,7 @@ class Tracker:
             return self._hold(stamp, "keyframe gave an empty mesh (no occupied space)", info,
                               None)
         seg = self._new_segment(build)
-        vertices_m = build.norm.to_metres(build.vertices)
+        vertices_m = build.vertices_m
         assignment = self._inherit(vertices_m)
         seg.ids, seg.canonical = assignment.ids, assignment.canonical
         self._segment = seg
@@ -402,8 +407,7 @@ class Tracker:
 
     # -- keyframes in the background (config.async_keyframes) --------------------------------------
     def _start_job(self, observed: np.ndarray, stamp: float, reason: str) -> None:
-        norm = fit_normalization(observed, padding=self.margin)
-        x = self._model_input(observed, norm)  # here: the generator is not thread-safe
+        norm, x = self._keyframe_input(observed)  # here: the generator is not thread-safe
         cancel = threading.Event()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="occflow-keyframe")

@@ -157,6 +157,11 @@ def validate(objective: Objective, loader: torch.utils.data.DataLoader,
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 
+def _val_text(m: Mapping[str, float]) -> str:
+    return (f"val IoU@0 {m['iou0']:.3f}  IoU@end {m['iout']:.3f}  corr L2 {m['corr_l2']:.4f} "
+            f"({m['corr_l2_m'] * 100:.1f} cm)")
+
+
 def _score(metrics: Mapping[str, float]) -> float:
     """Higher is better: IoU at the window's end, then correspondence error as a tie-breaker."""
     return metrics["iout"] - metrics["corr_l2"]
@@ -271,8 +276,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         start_metrics = validate(objective, val_loader, device)
         log({"step": 0, "validation": start_metrics, "init_from": cfg.init_from,
              "elapsed_s": time.monotonic() - started})
-        bar.write(f"step 0 ({cfg.init_from}): val IoU@0 {start_metrics['iou0']:.3f}  IoU@end "
-                  f"{start_metrics['iout']:.3f}  corr L2 {start_metrics['corr_l2']:.4f}")
+        bar.write(f"step 0 ({cfg.init_from}): {_val_text(start_metrics)}")
     objective.train()
     for batch in loader:
         batch = _to(batch, device)
@@ -302,9 +306,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
                     write(best_path, step, last_metrics)
                 log({"step": step, "validation": last_metrics, "best": improved,
                      "elapsed_s": time.monotonic() - started})
-                bar.write(f"step {step}: val IoU@0 {last_metrics['iou0']:.3f}  IoU@end "
-                          f"{last_metrics['iout']:.3f}  corr L2 {last_metrics['corr_l2']:.4f} "
-                          f"({last_metrics['corr_l2_m'] * 100:.1f} cm){'  *best*' if improved else ''}")
+                bar.write(f"step {step}: {_val_text(last_metrics)}{'  *best*' if improved else ''}")
             if world > 1:
                 dist.barrier()
     bar.close()
