@@ -99,3 +99,22 @@ def test_latency_summary_counts_drops_rates_and_separates_keyframes():
     json.dumps(live)  # plain data for report.json
     with pytest.raises(DemoReportError, match="at least 2 sent frames"):
         latency_summary([0.0], [0.0], kept)
+
+
+def test_segments_are_told_apart_by_keyframe_stamp_when_ids_restart():
+    """A tracker reset (a bag looping) restarts keyframe ids at 0: the second segment 0 is scored
+    from its own first mesh, not as later frames of the first."""
+    received, truth, _ = stream(follow=True, frames=20, window=10)
+    looped = []
+    for r in received[:10]:  # the same 10 frames again, ids restarting, stamps 1 s later
+        m = r.mesh
+        mesh = TrackedMesh(stamp=m.stamp + 1.0, keyframe_stamp=m.keyframe_stamp + 1.0,
+                           keyframe_id=m.keyframe_id, vertices=m.vertices, faces=m.faces,
+                           vertex_ids=m.vertex_ids + 1000, canonical_vertices=m.canonical_vertices,
+                           topology_changed=m.topology_changed)
+        looped.append(ReceivedMesh(mesh=mesh, frame=r.frame, received_s=r.received_s + 1.0))
+    rows = score_tracking(received + looped, truth, chamfer_points=500)
+    s = summarize_errors(rows)
+    assert s["segments_scored"] == 3
+    # times count from each segment's own first mesh: no frame is 1 s or more after it
+    assert max(b["to_s"] for b in s["over_time"]) <= 0.4

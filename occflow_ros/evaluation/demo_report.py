@@ -116,8 +116,9 @@ def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.n
 
     truth(frame): (M, 3) dense ground-truth surface points of that input frame in the mesh's frame,
     row i the same material point in every frame. Rows are in arrival order; each holds ``frame``,
-    ``t`` (stamp, s), ``since_keyframe`` (s), ``keyframe_id``, ``keyframe`` (the scorer re-matched
-    here), ``corr_l2_m``, ``chamfer_l1_m``, ``static_corr_l2_m``, ``static_chamfer_l1_m``.
+    ``t`` (stamp, s), ``since_keyframe`` (s), ``keyframe_id``, ``keyframe_stamp``, ``keyframe`` (the
+    scorer re-matched here), ``corr_l2_m``, ``chamfer_l1_m``, ``static_corr_l2_m``,
+    ``static_chamfer_l1_m``.
     """
     scorer = StreamScorer(chamfer_points=chamfer_points, seed=seed)
     static = StreamScorer(chamfer_points=chamfer_points, seed=seed)
@@ -136,6 +137,7 @@ def score_tracking(received: Sequence[ReceivedMesh], truth: Callable[[int], np.n
         row["static_corr_l2_m"] = still["corr_l2_m"]
         row["static_chamfer_l1_m"] = still.get("chamfer_l1_m")
         row["frame"] = r.frame
+        row["keyframe_stamp"] = float(m.keyframe_stamp)
         row["t"] = row.pop("stamp")
         rows.append(row)
     return rows
@@ -152,14 +154,19 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
     # A segment is scored when the mesh that introduced its topology was received: the keyframe's
     # own mesh, or with background keyframes the mesh of the frame that adopted it (carried from
     # the keyframe's time to that frame). That first mesh is matched to the truth; times in the
-    # table count from it. A segment whose first mesh was lost (matched late) is left out.
+    # table count from it. A segment whose first mesh was lost (matched late) is left out. A segment
+    # is its (keyframe id, keyframe stamp): ids restart at 0 when the tracker resets (a bag looping).
+
+    def segment(r: Mapping[str, Any]) -> tuple:
+        return r["keyframe_id"], r.get("keyframe_stamp")
+
     first: dict = {}
     for r in rows:
-        first.setdefault(r["keyframe_id"], r)
-    ok_segments = {k for k, r in first.items() if r["topology_changed"]}
-    good = [r for r in rows if r["keyframe_id"] in ok_segments]
-    keyrows = [first[k] for k in sorted(ok_segments)]
-    later = [r for r in good if r is not first[r["keyframe_id"]]]
+        first.setdefault(segment(r), r)
+    ok_segments = [k for k, r in first.items() if r["topology_changed"]]
+    good = [r for r in rows if segment(r) in set(ok_segments)]
+    keyrows = [first[k] for k in ok_segments]
+    later = [r for r in good if r is not first[segment(r)]]
     cm = 100.0
 
     def mean(key: str, rs: Iterable[Mapping[str, Any]]) -> Optional[float]:
@@ -168,7 +175,7 @@ def summarize_errors(rows: Sequence[Mapping[str, Any]], *, bin_seconds: float = 
 
     over_time = []
     if later:
-        since = np.array([r["t"] - first[r["keyframe_id"]]["t"] for r in later])
+        since = np.array([r["t"] - first[segment(r)]["t"] for r in later])
         bins = np.floor(since / bin_seconds).astype(int)
         for b in sorted(set(bins.tolist())):
             sel = [r for r, k in zip(later, bins) if k == b]
