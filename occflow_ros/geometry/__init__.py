@@ -1,4 +1,4 @@
-"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering and normalisation.
+"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering, normalisation, registration.
 
 Everything here works on numpy arrays and plain callables: no ROS, and no import of the model room
 (a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``). open3d is
@@ -9,6 +9,7 @@ from .errors import GeometryError, MeshError, MeshingError, NormalizationError, 
 from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
 from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
 from .normalization import Normalization
+from .registration import frame_poses, register_to_keyframe
 from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, fit_normalization,
                          preprocess, valid_mask, voxel_downsample)
 
@@ -22,6 +23,8 @@ __all__ = [
     # point-cloud preprocessing
     "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
     "valid_mask", "voxel_downsample",
+    # rigid registration
+    "frame_poses", "register_to_keyframe",
     # errors
     "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
 ]
