@@ -46,8 +46,8 @@ def human_frame(seed: int = 0) -> np.ndarray:
 
 
 def main() -> None:
-    from occflow_ros.model import (ModelConfig, OccupancyFlow, SolverConfig, load_checkpoint,
-                                   select_device, shipped_model_path)
+    from occflow_ros.model import (FramePoses, ModelConfig, OccupancyFlow, SolverConfig,
+                                   load_checkpoint, select_device, shipped_model_path)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="trained model (default: the shipped one)")
@@ -92,14 +92,21 @@ def main() -> None:
 
     print("\ntracking step: 3k vertices over 1/30 s (t 0.5 -> 0.5333 of a 1 s window):")
     verts = torch.rand(1, 3000, 3, device=device) - 0.5
+    poses = None
+    if model.rigid:  # the step's two frames, the second turned and moved a little
+        turn = torch.eye(4).repeat(1, 2, 1, 1)
+        turn[0, 1, :3, :3] = torch.tensor([[0.999, -0.0447, 0.0], [0.0447, 0.999, 0.0],
+                                           [0.0, 0.0, 1.0]])
+        turn[0, 1, :3, 3] = 0.01
+        poses = FramePoses(torch.tensor([[0.5, 0.5 + 1 / 30]], device=device), turn.to(device))
     solvers = [SolverConfig("euler", 0.1), SolverConfig("midpoint", 0.1), SolverConfig("rk4", 0.1),
                SolverConfig("dopri5", rtol=1e-3, atol=1e-5)]
     with torch.inference_mode():
         for solver in solvers:
             stats: dict = {}
-            model.flow(verts, 0.5, 0.5 + 1 / 30, code, solver, stats=stats)
-            med, worst = timed(lambda: model.flow(verts, 0.5, 0.5 + 1 / 30, code, solver),
-                               args.repeats)
+            model.flow(verts, 0.5, 0.5 + 1 / 30, code, solver, stats=stats, poses=poses)
+            med, worst = timed(lambda: model.flow(verts, 0.5, 0.5 + 1 / 30, code, solver,
+                                                  poses=poses), args.repeats)
             print(f"  {solver.method:>8}: {med * 1e3:7.2f} ms (max {worst * 1e3:.2f}), "
                   f"{stats['evaluations']} evaluations")
         frame = torch.rand(1, 1, model.config.input_points, 3, device=device) - 0.5

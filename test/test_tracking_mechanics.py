@@ -300,3 +300,51 @@ def test_bad_settings_and_stamps_are_refused():
                                    "preprocess": {"voxel_size": 0.02}})
     assert cfg.solver.method == "euler" and cfg.preprocess.voxel_size == 0.02
     assert dataclasses.asdict(cfg)["meshing"]["target_vertices"] == 3000
+
+
+def test_with_the_rigid_prior_the_mesh_turns_and_slides_with_the_seen_body():
+    """A still field plus the rigid prior: the tracker registers each frame to the keyframe (ICP)
+    and carries the vertices with those poses, so the mesh follows a turning, sliding body."""
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from analytic_models import CONFIG
+    from occflow_ros.model import ModelConfig, OccupancyFlow
+
+    ball = sphere_model(radius=RADIUS, scale=SCALE, center_z=RADIUS / 2)
+    model = OccupancyFlow(ModelConfig(**{**CONFIG.to_dict(), "velocity_rigid": True})).eval()
+    model.load_state_dict(ball.state_dict())
+    tracker = Tracker(model, TrackerConfig(window_seconds=2.0, meshing=FAST_MESH,
+                                           residual_threshold=0.0, input_correspondences=True),
+                      device="cpu", margin=PADDING)
+    rng = np.random.default_rng(3)
+    axes = np.array([RADIUS, 0.6 * RADIUS, 0.4 * RADIUS])  # an ellipsoid: no symmetry to slide on
+
+    def motion(t):
+        rot = Rotation.from_rotvec([0.0, 0.0, 1.2 * t])
+        return rot, np.array([0.3 * t, 0.1 * t, DEPTH])
+
+    def frame(t):
+        d = rng.normal(size=(6000, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        rot, centre = motion(t)
+        p = rot.apply(d * axes) + centre
+        return p[p[:, 2] < DEPTH].astype(np.float32)  # the camera-facing half
+
+    stamps = np.arange(16) / 30
+    first = tracker.feed(frame(0.0), 0.0)
+    for stamp in stamps[1:]:
+        mesh = tracker.feed(frame(stamp), stamp)
+    assert mesh.keyframe_id == first.keyframe_id and not mesh.info["keyframe"]
+    rot0, c0 = motion(0.0)
+    rot, c = motion(stamps[-1])
+    truth = rot.apply(rot0.inv().apply(first.vertices - c0)) + c  # where the body took them
+    err = np.linalg.norm(mesh.vertices - truth, axis=1).mean()
+    still = np.linalg.norm(first.vertices - truth, axis=1).mean()
+    assert still > 0.1  # 0.5 s: turned 0.6 rad and slid 0.16 m
+    assert err < 0.05 * still
+    # the observed points carried back to the keyframe land where the body was then
+    seen = mesh.input_points
+    expected_back = rot0.apply(rot.inv().apply(seen - c)) + c0
+    back_err = np.linalg.norm(mesh.input_keyframe_points - expected_back, axis=1).mean()
+    assert back_err < 0.05 * still

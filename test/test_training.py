@@ -226,3 +226,36 @@ def test_the_train_command_takes_init_from_and_says_what_is_wrong(shards, tmp_pa
     err = capsys.readouterr().err
     assert "occflow-train: error: init_from:" in err and "nope.pt" in err
     assert not (tmp_path / "bad").exists()
+
+
+
+def test_fine_tuning_can_add_the_rigid_prior_and_train_only_the_motion(shards, tmp_path):
+    start = tmp_path / "base"
+    train(config(shards, start, steps=2, val_every=2), progress=False)
+    rigid = ModelConfig(**{**TINY.to_dict(), "velocity_rigid": True})
+    before = load_checkpoint(start / "last.pt").model.state_dict()
+    # at lr 0 the run keeps its starting weights: the checkpoint's, but for the field's last layer,
+    # which restarts at zero (the run starts from the rigid poses alone)
+    train(config(shards, tmp_path / "lr0", steps=1, val_every=1, lr=0.0, warmup_steps=0,
+                 model=rigid, init_from=str(start / "last.pt")), progress=False)
+    start_weights = load_checkpoint(tmp_path / "lr0" / "last.pt").model.state_dict()
+    for name in before:
+        restarted = name.startswith("velocity.fc_out.")
+        assert torch.equal(start_weights[name], torch.zeros_like(before[name]) if restarted
+                           else before[name]), name
+    tuned = train(config(shards, tmp_path / "rigid", steps=3, val_every=3, model=rigid,
+                         init_from=str(start / "last.pt"),
+                         trainable=["temporal_encoder", "velocity"]), progress=False)
+    after = load_checkpoint(tmp_path / "rigid" / "last.pt").model
+    assert after.config.velocity_rigid
+    wb = after.state_dict()
+    for name in before:  # the shape networks are frozen, the motion networks trained
+        frozen = name.startswith(("spatial_encoder.", "decoder."))
+        assert torch.equal(before[name], wb[name]) == frozen, name
+    assert tuned["validation"]["corr_l2"] > 0
+    with pytest.raises(TrainError, match="trainable must list"):
+        config(shards, tmp_path / "x", trainable=["decoder", "wheels"])
+    # the prior cannot be taken away again: a run without it refuses a checkpoint that has it
+    with pytest.raises(TrainError, match="velocity_rigid True there, False here"):
+        train(config(shards, tmp_path / "less", init_from=str(tmp_path / "rigid" / "last.pt")),
+              progress=False)

@@ -67,10 +67,13 @@ class WindowDataset(torch.utils.data.Dataset):
       corr_times (K,), corr_targets (K, C, 3), corr_mask (K,) bool: the correspondences at every
       ground-truth time up to the target (K = ground-truth frames after the keyframe; masked
       entries are padding).
+      With poses=True also poses (T, 4, 4) float32: each input frame's rigid pose relative to the
+      keyframe, by ICP of the input points (``occflow_ros.geometry.frame_poses``), for a velocity
+      field with the rigid prior.
     """
 
     def __init__(self, records: Sequence[WindowRecord], sampling: WindowSampling, *, seed: int = 0,
-                 train: bool = True, length: int | None = None) -> None:
+                 train: bool = True, length: int | None = None, poses: bool = False) -> None:
         usable = [r for r in records if len(r.frame_points[0]) > 0 and r.occ is not None]
         if not usable:
             raise DataError("no usable records (each needs keyframe points and occupancy labels)")
@@ -79,6 +82,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.train = train
         self.length = length if length is not None else len(usable)
+        self.poses = poses
 
     def __len__(self) -> int:
         return self.length
@@ -146,6 +150,10 @@ class WindowDataset(torch.utils.data.Dataset):
             "k": np.int64(len(frames) - 1),  # the code of the window ending at the target
             "scale": np.float32(norm.scale),
         }
+        if self.poses:
+            from ..geometry import frame_poses
+
+            out["poses"] = frame_poses(list(inputs))
         # Correspondences at every ground-truth time up to the target (one solve carries the
         # keyframe points to all of them): entry k is GT frame k + 1; entries after the target
         # are padding (corr_mask False).
@@ -187,8 +195,14 @@ def collate_windows(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch
         frame_mask[b, :t] = True
     out = {"inputs": torch.from_numpy(inputs), "times": torch.from_numpy(times),
            "frame_mask": torch.from_numpy(frame_mask)}
+    if "poses" in samples[0]:
+        poses = np.tile(np.eye(4, dtype=np.float32), (batch, t_max, 1, 1))
+        for b, s in enumerate(samples):
+            poses[b, :len(s["poses"])] = s["poses"]
+            poses[b, len(s["poses"]):] = s["poses"][-1]
+        out["poses"] = torch.from_numpy(poses)
     for key in samples[0]:
-        if key in ("inputs", "times"):
+        if key in ("inputs", "times", "poses"):
             continue
         values = [np.asarray(s[key]) for s in samples]
         if key in ("corr_times", "corr_targets", "corr_mask"):

@@ -13,11 +13,13 @@ from .device import autocast_dtype, select_device
 from .encoders import EncoderState, SpatialEncoder, SpatioTemporalEncoder
 from .flow import integrate
 from .occflow import OccupancyFlow
+from .rigid import FramePoses
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
     "EncoderState",
+    "FramePoses",
     "ModelConfig",
     "ModelError",
     "OccupancyDecoder",

@@ -60,6 +60,11 @@ class ModelConfig:
     # clouds its training loss plateaued far from the data; see README, "Training").
     local_neighbors: int = 8
     local_hidden: int = 64
+    # The rigid prior (occflow_ros.model.rigid): the flows carry points with the window's rigid
+    # poses (ICP of each frame to the keyframe) and the velocity field learns the rest in the
+    # keyframe-aligned body frame. False: the paper's field, which on this project's partial
+    # single-view clouds learnt little more than the body's mean translation (README, "Training").
+    velocity_rigid: bool = False
     input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
     window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]
 
@@ -71,6 +76,8 @@ class ModelConfig:
         _check_int("fourier_octaves", self.fourier_octaves, 0, 16)
         _check_int("local_neighbors", self.local_neighbors, 0, 256)
         _check_int("local_hidden", self.local_hidden, 1, 4096)
+        if not isinstance(self.velocity_rigid, bool):
+            raise ModelError(f"velocity_rigid must be true or false, got {self.velocity_rigid!r}")
         _check_int("input_points", self.input_points, 1, 1_000_000)
         _check_float("window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
 

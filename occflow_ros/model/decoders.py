@@ -93,12 +93,18 @@ class VelocityField(_FiLMMLP):
 
     Positions and velocities are in the keyframe's normalised space, per unit of normalised time.
     The last layer starts at zero, so an untrained field is the identity flow.
+    ``rigid`` marks the rigid prior (``occflow_ros.model.rigid``): the flows then carry points with
+    the window's rigid poses (``FramePoses``, from ICP of each frame to the keyframe) and this
+    field moves them in the keyframe-aligned body frame, so it only has to learn what is not rigid
+    (limbs, deformation); ``forward`` returns that body-frame field.
     """
 
-    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0) -> None:
+    def __init__(self, c_dim: int, hidden: int, n_blocks: int, octaves: int = 0,
+                 rigid: bool = False) -> None:
         super().__init__(1, c_dim, hidden, n_blocks, 3, octaves)
         nn.init.zeros_(self.fc_out.weight)
         nn.init.zeros_(self.fc_out.bias)
+        self.rigid = rigid
 
     def forward(self, points: torch.Tensor, t: torch.Tensor | float, code: torch.Tensor | None = None,
                 cond: Conditioning | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from .config import ModelError, SolverConfig
 from .decoders import Conditioning, VelocityField
+from .rigid import FramePoses, apply_pose
 
 __all__ = ["integrate", "as_batch_times", "MIN_CHUNK"]
 
@@ -98,7 +99,7 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
               t_to: torch.Tensor | Sequence[float] | float, cond: Conditioning,
               solver: SolverConfig | None = None, *, chunk_size: int | None = 10_000,
               autocast_dtype: torch.dtype | None = None,
-              stats: dict | None = None) -> torch.Tensor:
+              stats: dict | None = None, poses: FramePoses | None = None) -> torch.Tensor:
     """Carry points along the velocity field from t_from to each target time.
 
     points: (B, N, 3) float32, normalised space. t_from: scalar or (B,). t_to: (B, K) or (K,) target
@@ -106,6 +107,10 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
     time; equal to t_from is allowed). cond: ``velocity.condition(c_t)``, (B, ...).
     chunk_size: points per solve (large point sets are much faster in chunks on CPU); None = all.
     autocast_dtype: run the network in this dtype (CUDA fp16/bf16); the ODE state stays float32.
+    poses: the window's rigid poses, required by a field with the rigid prior: the points are then
+      carried as x(t) = P(t) y(t) (see ``occflow_ros.model.rigid``): the solver integrates the
+      network's body-frame field for y, and the poses at t_from and at the targets are applied in
+      closed form.
     stats: if given, receives "evaluations" (velocity-field calls summed over chunks), "chunk_size"
       (the chunk size that worked) and "oom_retries".
     On CUDA, running out of memory halves the chunk and retries (down to MIN_CHUNK points), so a
@@ -152,6 +157,15 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
     closer_below = (grid[below] - s_targets).abs() < (grid[index] - s_targets).abs()
     index = torch.where(closer_below, below, index)
 
+    rigid = velocity.rigid
+    if rigid:
+        if poses is None:
+            raise ModelError("this velocity field has the rigid prior (velocity_rigid): pass the "
+                             "window's FramePoses")
+        if poses.times.shape[0] != batch:
+            raise ModelError(f"poses hold {poses.times.shape[0]} windows for a batch of {batch}")
+        # into the keyframe-aligned body frame with the pose at t_from
+        points = apply_pose(torch.linalg.inv(poses.at(t0)), points.float())
     func = _NormalisedClockODE(velocity, cond, t0, span, autocast_dtype)
     options: dict = {}
     kwargs: dict = {"method": solver.method}
@@ -188,6 +202,9 @@ def integrate(velocity: VelocityField, points: torch.Tensor, t_from: float | tor
         pieces.append(traj[index, b_idx])  # each (b, k) target: traj[index[b, k], b] -> (B, K, n, 3)
         start += chunk
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+    if rigid:  # back from the body frame with the pose at each target time
+        at_targets = poses.repeat(k).at(targets.reshape(-1))
+        out = apply_pose(at_targets, out.reshape(batch * k, n_points, 3)).reshape(out_shape)
     if stats is not None:
         stats["evaluations"] = func.evaluations
         stats["chunk_size"] = chunk

@@ -11,6 +11,7 @@ from .config import ModelConfig, ModelError, SolverConfig
 from .decoders import Conditioning, OccupancyDecoder, VelocityField
 from .encoders import EncoderState, SpatialEncoder, SpatioTemporalEncoder
 from .flow import integrate
+from .rigid import FramePoses
 
 __all__ = ["OccupancyFlow"]
 
@@ -31,7 +32,8 @@ class OccupancyFlow(nn.Module):
         self.temporal_encoder = SpatioTemporalEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
         self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k,
                                         c.local_neighbors, c.local_hidden)
-        self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks, k)
+        self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks, k,
+                                      c.velocity_rigid)
 
     # -- codes -------------------------------------------------------------------------------------
     def encode_shape(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,18 +59,25 @@ class OccupancyFlow(nn.Module):
         return self.decoder(points, c_s, cond, context, context_mask)
 
     # -- motion ------------------------------------------------------------------------------------
+    @property
+    def rigid(self) -> bool:
+        """True when the flows need the window's rigid poses (``FramePoses``, the rigid prior)."""
+        return self.velocity.rigid
+
     def velocity_at(self, points: torch.Tensor, t: torch.Tensor | float,
                     c_t: torch.Tensor) -> torch.Tensor:
-        """v(p, t | c_t): (B, N, 3) per unit normalised time."""
+        """v(p, t | c_t): (B, N, 3) per unit normalised time (with the rigid prior: the body-frame
+        field, on top of the rigid motion)."""
         return self.velocity(points, t, c_t)
 
     def flow(self, points: torch.Tensor, t_from: float | torch.Tensor,
              t_to: float | torch.Tensor, c_t: torch.Tensor, solver: SolverConfig | None = None,
              *, chunk_size: int | None = 10_000, autocast_dtype: torch.dtype | None = None,
-             stats: dict | None = None) -> torch.Tensor:
+             stats: dict | None = None, poses: FramePoses | None = None) -> torch.Tensor:
         """Carry points (B, N, 3) from t_from to t_to (scalar or (B,)); returns (B, N, 3).
 
         Backward in time when t_to < t_from (training maps later samples to the keyframe this way).
+        poses: the window's rigid poses, required when ``rigid``.
         """
         batch = points.shape[0]
         t_to = torch.as_tensor(t_to, dtype=torch.float32, device=points.device)
@@ -77,17 +86,20 @@ class OccupancyFlow(nn.Module):
         if t_to.shape != (batch,):
             raise ModelError(f"t_to must be a scalar or ({batch},), got {tuple(t_to.shape)}")
         out = integrate(self.velocity, points, t_from, t_to[:, None], self.velocity.condition(c_t),
-                        solver, chunk_size=chunk_size, autocast_dtype=autocast_dtype, stats=stats)
+                        solver, chunk_size=chunk_size, autocast_dtype=autocast_dtype, stats=stats,
+                        poses=poses)
         return out[:, 0]
 
     def flow_to_times(self, points: torch.Tensor, t_from: float | torch.Tensor,
                       times: torch.Tensor | Sequence[float], c_t: torch.Tensor,
                       solver: SolverConfig | None = None, *, chunk_size: int | None = 10_000,
                       autocast_dtype: torch.dtype | None = None,
-                      stats: dict | None = None) -> torch.Tensor:
+                      stats: dict | None = None,
+                      poses: FramePoses | None = None) -> torch.Tensor:
         """Carry points (B, N, 3) from t_from to many times (K,) or (B, K) in one solve: (B, K, N, 3)."""
         return integrate(self.velocity, points, t_from, times, self.velocity.condition(c_t), solver,
-                         chunk_size=chunk_size, autocast_dtype=autocast_dtype, stats=stats)
+                         chunk_size=chunk_size, autocast_dtype=autocast_dtype, stats=stats,
+                         poses=poses)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

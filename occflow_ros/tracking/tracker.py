@@ -20,9 +20,17 @@ from ..geometry import (
     fit_normalization,
     logit,
     preprocess,
+    register_to_keyframe,
     simplify_mesh,
 )
-from ..model import Checkpoint, EncoderState, OccupancyFlow, autocast_dtype, select_device
+from ..model import (
+    Checkpoint,
+    EncoderState,
+    FramePoses,
+    OccupancyFlow,
+    autocast_dtype,
+    select_device,
+)
 from ..model.flow import MIN_CHUNK
 from .config import TrackerConfig, TrackingError
 from .ids import closest_surface_points, inherit_ids
@@ -52,6 +60,30 @@ class _Segment:
     t_prev: float  # normalised time of the last frame
     frames: int
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
+    # with the rigid prior: the keyframe's input points (normalised), and each frame's normalised
+    # time and ICP pose relative to the keyframe, keyframe first
+    key_points: np.ndarray | None = None
+    pose_times: list = dataclasses.field(default_factory=list)
+    poses: list = dataclasses.field(default_factory=list)
+
+    def add_pose(self, x: torch.Tensor, t: float) -> None:
+        """Register a frame's input points x (1, N, 3) to the keyframe's (ICP, from the last
+        frame's pose; the first frame after the keyframe from the centroids, as in training)."""
+        if self.key_points is None:
+            self.key_points = x[0].float().cpu().numpy()
+            pose = np.eye(4)
+        else:
+            pose = register_to_keyframe(self.key_points, x[0].float().cpu().numpy(),
+                                        self.poses[-1] if len(self.poses) > 1 else None)
+        self.pose_times.append(float(t))
+        self.poses.append(pose.astype(np.float32))
+
+    def frame_poses(self, device: torch.device, last: int | None = None) -> FramePoses:
+        """The poses so far (or the ``last`` few) as the flows take them."""
+        sl = slice(-last if last else None, None)
+        times = torch.tensor([self.pose_times[sl]], dtype=torch.float32, device=device)
+        poses = torch.from_numpy(np.stack(self.poses[sl])).to(device)[None]
+        return FramePoses(times, poses)
 
 
 @dataclass
@@ -372,11 +404,14 @@ class Tracker:
         faces = build.faces.astype(np.uint32)
         residual = self._residual(build.vertices_m, faces, build.observed)
         self._keyframe_seconds = build.seconds
-        return _Segment(
+        seg = _Segment(
             keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, encoder=build.encoder,
             code=build.code, vertices=torch.from_numpy(build.vertices).to(self.device)[None],
             faces=faces, ids=np.zeros(0, np.uint32), canonical=np.zeros((0, 3), np.float32),
             t_prev=0.0, frames=1, residual=residual)
+        if self.model.rigid:
+            seg.add_pose(build.x, 0.0)
+        return seg
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
                   should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
@@ -446,8 +481,14 @@ class Tracker:
                 codes, seg.encoder = self.model.encode_motion(xs, times, state=seg.encoder)
             seg.code = codes[:, -1].float()
             t_last = float(times[0, -1])
+            poses = None
+            if self.model.rigid:
+                for j in range(xs.shape[1]):
+                    seg.add_pose(xs[:, j], float(times[0, j]))
+                poses = seg.frame_poses(self.device)
             seg.vertices = self.model.flow(seg.vertices, 0.0, t_last, seg.code, self.config.solver,
-                                           chunk_size=self._chunk, autocast_dtype=self.autocast)
+                                           chunk_size=self._chunk, autocast_dtype=self.autocast,
+                                           poses=poses)
             seg.t_prev = t_last
             seg.frames += len(job.pending)
         # the old mesh (self._last) is at the last frame seen: compare the two meshes there
@@ -482,11 +523,16 @@ class Tracker:
             codes, seg.encoder = model.encode_motion(
                 x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
         seg.code = codes[:, -1].float()
+        if model.rigid:
+            seg.add_pose(x, t_now)
         t1 = time.perf_counter()
         stats: dict = {}
+        # with the rigid prior, this step is the screw motion between the last two frames' poses
+        # plus the field's own motion in the body frame
         seg.vertices = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
                                   chunk_size=self._chunk, autocast_dtype=self.autocast,
-                                  stats=stats)
+                                  stats=stats,
+                                  poses=seg.frame_poses(self.device, 2) if model.rigid else None)
         self._chunk = stats["chunk_size"]
         t2 = time.perf_counter()
         seg.t_prev = t_now
@@ -497,7 +543,8 @@ class Tracker:
         keyframe_points = None
         if self.config.input_correspondences:
             back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
-                              chunk_size=self._chunk, autocast_dtype=self.autocast)
+                              chunk_size=self._chunk, autocast_dtype=self.autocast,
+                              poses=seg.frame_poses(self.device) if model.rigid else None)
             keyframe_points = seg.norm.to_metres(back[0].float().cpu().numpy())
             observed = seg.norm.to_metres(x[0].float().cpu().numpy())
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model import OccupancyFlow, SolverConfig
+from ..model import FramePoses, OccupancyFlow, SolverConfig
 
 __all__ = ["Objective", "iou"]
 
@@ -40,8 +40,15 @@ class Objective(nn.Module):
         codes, _ = model.encode_motion(inputs, times, frame_mask=frame_mask)
         c_t = codes[torch.arange(b, device=inputs.device), batch["k"]]
         t = batch["t"]
+        poses = None
+        if model.rigid:
+            if "poses" not in batch:
+                raise ValueError("the model has the rigid prior: its batches need the frames' "
+                                 "poses (WindowDataset(..., poses=True))")
+            poses = FramePoses(times, batch["poses"], frame_mask)
 
-        back = model.flow(batch["occt_points"], t, 0.0, c_t, self.solver, chunk_size=None)
+        back = model.flow(batch["occt_points"], t, 0.0, c_t, self.solver, chunk_size=None,
+                          poses=poses)
         m = batch["occ0_points"].shape[1]
         logits = model.occupancy_logits(torch.cat([batch["occ0_points"], back], dim=1), c_s,
                                         context=inputs[:, 0])
@@ -53,7 +60,8 @@ class Objective(nn.Module):
         if bool(mask.any()) and self.corr_weight > 0:
             # keyframe surface points carried to every ground-truth time up to t in one solve
             moved = model.flow_to_times(batch["corr0"], 0.0, batch["corr_times"], c_t,
-                                        self.solver, chunk_size=None)  # (B, K, C, 3)
+                                        self.solver, chunk_size=None,
+                                        poses=poses)  # (B, K, C, 3)
             dist = (moved - batch["corr_targets"]).norm(dim=-1).mean(dim=2)  # (B, K)
             weights = mask.to(dist.dtype)
             loss_corr = (dist * weights).sum() / weights.sum().clamp(min=1)

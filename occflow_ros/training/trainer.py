@@ -33,6 +33,9 @@ from .objective import Objective
 __all__ = ["TrainError", "TrainConfig", "train"]
 
 
+NETWORKS = ("spatial_encoder", "decoder", "temporal_encoder", "velocity")
+
+
 class TrainError(ValueError):
     """A training setting or situation the trainer refuses (names the key or the file)."""
 
@@ -62,6 +65,9 @@ class TrainConfig:
     # networks must have this config's sizes; input_points and window_seconds may differ (they
     # change no weight). Ignored on resume, which continues from out_dir/last.pt.
     init_from: str | None = None
+    # The networks this run trains (names of OccupancyFlow's parts: spatial_encoder, decoder,
+    # temporal_encoder, velocity); the others keep the weights they start with. None: all.
+    trainable: list[str] | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.2))
     sampling: WindowSampling = field(default_factory=WindowSampling)
@@ -89,6 +95,12 @@ class TrainConfig:
             raise TrainError("model.window_seconds must equal sampling.window_seconds")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise TrainError(f"init_from must be a checkpoint path, got {self.init_from!r}")
+        if self.trainable is not None:
+            bad = [n for n in self.trainable if n not in NETWORKS] if isinstance(
+                self.trainable, (list, tuple)) else [self.trainable]
+            if bad or not self.trainable:
+                raise TrainError(f"trainable must list some of {list(NETWORKS)}, got "
+                                 f"{self.trainable!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -171,19 +183,36 @@ def _score(metrics: Mapping[str, float]) -> float:
 _WEIGHTLESS = ("input_points", "window_seconds")
 
 
-def _initial_weights(cfg: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
-    """The state dict of ``cfg.init_from``, after checking its networks have ``cfg.model``'s sizes."""
+def _initial_weights(cfg: TrainConfig, device: torch.device
+                     ) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict of ``cfg.init_from``, after checking its networks have ``cfg.model``'s sizes,
+    and whether this run adds the rigid prior to it."""
     try:
         ckpt = load_checkpoint(cfg.init_from, map_location=device)
     except CheckpointError as e:
         raise TrainError(f"init_from: {e}") from None
     mine, theirs = cfg.model.to_dict(), ckpt.model.config.to_dict()
+    # the rigid prior adds no weight: a checkpoint without it can start a run with it
+    adds_rigid = mine["velocity_rigid"] and not theirs["velocity_rigid"]
     differ = [f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in mine
-              if k not in _WEIGHTLESS and mine[k] != theirs[k]]
+              if k not in _WEIGHTLESS and mine[k] != theirs[k]
+              and not (adds_rigid and k == "velocity_rigid")]
     if differ:
         raise TrainError(f"init_from {cfg.init_from}: its networks differ from this run's model "
                          f"config ({'; '.join(differ)}); set model to the checkpoint's sizes")
-    return ckpt.model.state_dict()
+    return ckpt.model.state_dict(), adds_rigid
+
+
+def _load_initial(model: OccupancyFlow, state: dict[str, torch.Tensor], rigid_added: bool) -> None:
+    """Load init_from's weights. rigid_added (the checkpoint's field had no rigid prior, this one
+    has): the field's last layer restarts at zero, so the run starts from the rigid poses alone;
+    the old field had learnt the body's mean translation, which the poses now carry, and kept it
+    would move the body twice."""
+    model.load_state_dict(state)
+    if rigid_added:
+        with torch.no_grad():
+            model.velocity.fc_out.weight.zero_()
+            model.velocity.fc_out.bias.zero_()
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
@@ -222,11 +251,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     np.random.seed(cfg.seed)
     model = OccupancyFlow(cfg.model).to(device)
     objective = Objective(model, cfg.solver, cfg.corr_weight).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.trainable is not None:
+        for name in NETWORKS:
+            getattr(model, name).requires_grad_(name in cfg.trainable)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
     start_step, best = 0, -math.inf
     if init_state is not None:
-        model.load_state_dict(init_state)
+        _load_initial(model, *init_state)
     if resume:
         ckpt = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(ckpt.model.state_dict())
@@ -240,10 +273,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         runner = DistributedDataParallel(objective, device_ids=[device.index]
                                          if device.type == "cuda" else None)
 
+    poses = cfg.model.velocity_rigid  # the rigid prior reads each frame's ICP pose
     train_set = WindowDataset(load_records(cfg.train_data), cfg.sampling, seed=cfg.seed,
-                              train=True, length=10**12)
+                              train=True, length=10**12, poses=poses)
     val_records = load_records(cfg.val_data)[: cfg.val_windows]
-    val_set = WindowDataset(val_records, cfg.sampling, seed=cfg.seed + 1, train=False)
+    val_set = WindowDataset(val_records, cfg.sampling, seed=cfg.seed + 1, train=False,
+                            poses=poses)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=_StepSampler(start_step, min(cfg.steps, stop_at or cfg.steps),
                                               cfg.batch_size, rank, world),
