@@ -134,6 +134,9 @@ def pose_at(t: torch.Tensor, times: torch.Tensor, poses: torch.Tensor,
     gap = (times[rows, j1] - times[rows, j]).double()
     alpha = torch.where(j1 != j, (t.double() - times[rows, j].double()) / gap.clamp(min=1e-9),
                         torch.zeros_like(gap)).clamp(0.0, 1.0)
+    at_frame = (alpha == 0.0) | (alpha == 1.0)
+    if bool(at_frame.all()):  # the tracker asks at frame times only: no screw motion to compute
+        return torch.where((alpha == 1.0)[:, None, None], p1, p0)
     omega, w = se3_log(p1 @ torch.linalg.inv(p0))
     return se3_exp(omega * alpha[:, None, None], w * alpha[:, None]) @ p0
 
