@@ -9,7 +9,7 @@ from .errors import GeometryError, MeshError, MeshingError, NormalizationError, 
 from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
 from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
 from .normalization import Normalization
-from .registration import frame_poses, register_to_keyframe
+from .registration import frame_poses, next_pose, register_to_keyframe
 from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, fit_normalization,
                          preprocess, valid_mask, voxel_downsample)
 
@@ -24,7 +24,7 @@ __all__ = [
     "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
     "valid_mask", "voxel_downsample",
     # rigid registration
-    "frame_poses", "register_to_keyframe",
+    "frame_poses", "next_pose", "register_to_keyframe",
     # errors
     "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
 ]

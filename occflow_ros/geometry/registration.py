@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import GeometryError
 
-__all__ = ["frame_poses", "register_to_keyframe"]
+__all__ = ["frame_poses", "next_pose", "register_to_keyframe"]
 
 
 def register_to_keyframe(keyframe: np.ndarray, frame: np.ndarray, init: np.ndarray | None = None,
@@ -49,6 +49,7 @@ def register_to_keyframe(keyframe: np.ndarray, frame: np.ndarray, init: np.ndarr
     source.points = o3d.utility.Vector3dVector(a)
     target.points = o3d.utility.Vector3dVector(b)
     reg = o3d.pipelines.registration
+
     def icp(distance: float, start: np.ndarray):
         return reg.registration_icp(source, target, distance, start,
                                     reg.TransformationEstimationPointToPoint(),
@@ -64,13 +65,21 @@ def register_to_keyframe(keyframe: np.ndarray, frame: np.ndarray, init: np.ndarr
     return np.asarray(fine.transformation, dtype=np.float64)
 
 
+def next_pose(keyframe: np.ndarray, frame: np.ndarray, poses: Sequence[np.ndarray],
+              max_distance: float = 0.02, iterations: int = 30) -> np.ndarray:
+    """The pose (4, 4) float64 of the frame after those whose ``poses`` are known (the keyframe's,
+    the identity, first): ICP from the last frame's pose; the first frame after the keyframe starts
+    from the centroids instead. Training (``frame_poses``) and the tracker chain poses this one way."""
+    return register_to_keyframe(keyframe, frame, poses[-1] if len(poses) > 1 else None,
+                                max_distance, iterations)
+
+
 def frame_poses(frames: Sequence[np.ndarray], max_distance: float = 0.02,
                 iterations: int = 30) -> np.ndarray:
     """Poses (T, 4, 4) float32 of a window's frames (in time order, frame 0 the keyframe): pose t
-    carries the keyframe's points onto frame t's; pose 0 is the identity. Each frame starts from
-    the previous frame's pose."""
-    poses = np.tile(np.eye(4), (len(frames), 1, 1))
-    for t in range(1, len(frames)):
-        poses[t] = register_to_keyframe(frames[0], frames[t], poses[t - 1] if t > 1 else None,
-                                        max_distance, iterations)
-    return poses.astype(np.float32)
+    carries the keyframe's points onto frame t's; pose 0 is the identity (``next_pose`` for the
+    others)."""
+    poses = [np.eye(4)]
+    for frame in frames[1:]:
+        poses.append(next_pose(frames[0], frame, poses, max_distance, iterations))
+    return np.stack(poses).astype(np.float32)

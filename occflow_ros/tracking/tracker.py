@@ -19,8 +19,8 @@ from ..geometry import (
     extract_mesh,
     fit_normalization,
     logit,
+    next_pose,
     preprocess,
-    register_to_keyframe,
     simplify_mesh,
 )
 from ..model import (
@@ -67,14 +67,13 @@ class _Segment:
     poses: list = dataclasses.field(default_factory=list)
 
     def add_pose(self, x: torch.Tensor, t: float) -> None:
-        """Register a frame's input points x (1, N, 3) to the keyframe's (ICP, from the last
-        frame's pose; the first frame after the keyframe from the centroids, as in training)."""
+        """Register a frame's input points x (1, N, 3) to the keyframe's (``next_pose``, as in
+        training); the first frame given is the keyframe."""
         if self.key_points is None:
             self.key_points = x[0].float().cpu().numpy()
             pose = np.eye(4)
         else:
-            pose = register_to_keyframe(self.key_points, x[0].float().cpu().numpy(),
-                                        self.poses[-1] if len(self.poses) > 1 else None)
+            pose = next_pose(self.key_points, x[0].float().cpu().numpy(), self.poses)
         self.pose_times.append(float(t))
         self.poses.append(pose.astype(np.float32))
 
