@@ -96,3 +96,33 @@ def test_evaluating_windows_scores_the_tracked_mesh_and_beats_the_baseline():
     for w in windows:
         assert w["frames"][0]["dt"] == 0.0 and w["frames"][-1]["dt"] > 0.5
         assert len(w["step_ms"]) == len(w["meta"] and records[0].frame_times)
+
+
+def test_the_synthetic_eval_scores_iou_on_dense_exact_queries_and_splits_the_end_by_motion(tmp_path, capsys):
+    import json
+
+    from occflow_ros.cli import eval_main
+
+    out = tmp_path / "eval"
+    args = ["synthetic", "--seed", "1001", "--windows", "4", "--iou-points", "20000",
+            "--threads", "1", "--no-progress", "--out", str(out)]
+    assert eval_main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    windows = json.loads((out / "windows.json").read_text())
+    assert summary["iou_queries"] == 20000
+    assert all(w["meta"]["occ_uniform"] == 20000 for w in windows)
+    # one row per kind of motion, holding the means of its windows' last frames
+    groups = summary["by_motion"]
+    assert sum(row["windows"] for row in groups.values()) == 4
+    for name, row in groups.items():
+        mine = [w for w in windows
+                if f"{w['meta']['shape']['family']}/{w['meta']['shape']['motion']}" == name]
+        assert len(mine) == row["windows"]
+        for key in ("iou", "corr_l2", "nn_corr_l2"):
+            assert row[key] == pytest.approx(np.mean([w["frames"][-1][key] for w in mine]))
+    text = (out / "summary.md").read_text()
+    assert "IoU from 20000 uniform queries" in text
+    assert all(f"| {name} |" in text for name in groups) or len(groups) == 1
+    # the seeds that made training and validation data are refused as held-out
+    assert eval_main(["synthetic", "--seed", "2", "--windows", "1", "--no-progress"]) == 2
+    assert "held-out" in capsys.readouterr().err

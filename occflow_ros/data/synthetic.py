@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from .shape import DeformedShape
 from .world import SHAPE_FAMILIES, random_shape
 
 __all__ = ["SyntheticConfig", "synthetic_records", "window_record", "write_synthetic_shards",
-           "random_camera"]
+           "random_camera", "with_iou_queries"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,52 @@ def window_record(shape: DeformedShape, camera: DepthCamera, t_start: float,
             "sensor": dataclasses.asdict(camera.config)}
     return WindowRecord(rel, frames, gt, occ_points=np.stack(occ_points).astype(np.float32),
                         occ=np.stack(occ), corr=corr, meta=meta)
+
+
+def with_iou_queries(record: WindowRecord, n: int, seed: int | Sequence[int],
+                     cfg: SyntheticConfig | None = None) -> WindowRecord:
+    """The record with ``n`` fresh uniform occupancy queries per GT frame for IoU (the paper: 100k).
+
+    A record's own uniform queries (``cfg.occ_points // 2``, 2048 by default) leave only ~10 points
+    inside a person who fills ~0.5% of the meshing cube, so one window's IoU moves in steps of ~0.1.
+    The queries fill the same cube as ``window_record``'s (the keyframe normalisation with
+    ``cfg.margin``, edge ``cfg.box_size``); the shape is rebuilt from ``record.meta`` and labelled
+    exactly at each GT frame's time. They are drawn from their own generator (``seed``), so the
+    record's frames and the rest of a record stream stay as they were. The new queries replace the
+    record's uniform ones (``meta["occ_uniform"]`` becomes ``n``); its near-surface queries follow.
+
+    Raises DataError when the record's meta does not describe a synthetic shape and camera, or its
+    keyframe has no points.
+    """
+    from .world import shape_from_description
+
+    cfg = cfg or SyntheticConfig()
+    if n < 1:
+        raise DataError(f"with_iou_queries: n must be >= 1, got {n}")
+    meta = record.meta
+    try:
+        shape = shape_from_description(meta["shape"])
+        camera_to_world = np.asarray(meta["camera_to_world"], np.float64).reshape(4, 4)
+        t_start = float(meta["t_start"])
+        n_uniform = int(meta.get("occ_uniform", 0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"with_iou_queries: the record's meta does not describe a synthetic shape "
+                        f"and camera ({exc!r})") from exc
+    if not len(record.frame_points[0]):
+        raise DataError("with_iou_queries: the keyframe has no points (no meshing cube)")
+    norm = fit_normalization(record.frame_points[0], padding=cfg.margin)
+    rng = np.random.default_rng(seed)
+    points, labels = [], []
+    for k, t in enumerate(t_start + record.gt_times):
+        cube = rng.uniform(-cfg.box_size / 2, cfg.box_size / 2, size=(n, 3))
+        optical = norm.to_metres(cube)
+        world = optical @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
+        near_points = record.occ_points[k][n_uniform:] if record.occ is not None else np.zeros((0, 3))
+        near = record.occ[k][n_uniform:] if record.occ is not None else np.zeros(0, bool)
+        points.append(np.concatenate([optical, near_points]))
+        labels.append(np.concatenate([shape.occupancy(world, float(t)), near]))
+    return dataclasses.replace(record, occ_points=np.stack(points).astype(np.float32),
+                               occ=np.stack(labels), meta={**meta, "occ_uniform": int(n)})
 
 
 def synthetic_records(seed: int, count: int, cfg: SyntheticConfig | None = None

@@ -31,7 +31,8 @@ from .metrics import (
     sample_surface,
 )
 
-__all__ = ["evaluation_tracker_config", "evaluate_window", "evaluate_records", "summarize"]
+__all__ = ["evaluation_tracker_config", "evaluate_window", "evaluate_records", "summarize",
+           "window_group"]
 
 # Records already hold filtered object points (see occflow_ros.data.synthetic): no second filtering.
 RECORD_PREPROCESS = PreprocessConfig(cluster=False, remove_plane=False, voxel_size=0.0,
@@ -139,6 +140,14 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def window_group(meta: dict[str, Any]) -> str:
+    """'family/motion' of a synthetic window (e.g. 'human/knee_raises'), else the record's source."""
+    shape = meta.get("shape")
+    if isinstance(shape, dict) and "family" in shape:
+        return f"{shape['family']}/{shape.get('motion', '?')}"
+    return str(meta.get("source", "windows"))
+
+
 def summarize(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means over windows: at the keyframe, at the window's end, and over all later GT frames."""
     ok = [w for w in windows if "frames" in w and w["frames"]]
@@ -148,6 +157,17 @@ def summarize(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         last = [w["frames"][-1].get(key) for w in ok]
         later = [r.get(key) for w in ok for r in w["frames"] if r["dt"] > 0]
         out[key] = {"keyframe": _mean(first), "end": _mean(last), "mean_later": _mean(later)}
+    # where the error is: the same means at the window's end per kind of motion
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for w in ok:
+        groups.setdefault(window_group(w.get("meta", {})), []).append(w)
+    out["by_motion"] = {
+        name: {"windows": len(ws), **{key: _mean([w["frames"][-1].get(key) for w in ws])
+                                      for key in ("iou", "static_iou", "corr_l2", "static_corr_l2",
+                                                  "nn_corr_l2")}}
+        for name, ws in sorted(groups.items())}
+    queries = [int(w["meta"]["occ_uniform"]) for w in ok if "occ_uniform" in w.get("meta", {})]
+    out["iou_queries"] = min(queries) if queries else None
     steps = [s for w in ok for s in w["step_ms"][1:]]
     keys = [w["step_ms"][0] for w in ok]
     out["tracking_step_ms"] = {"p50": float(np.percentile(steps, 50)) if steps else None,
