@@ -167,7 +167,6 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     from .data.synthetic import SyntheticConfig, synthetic_records, with_iou_queries
     from .evaluation.evaluate import evaluate_records, summarize
     from .model import ModelError, load_checkpoint, shipped_model_path
-
     parser = argparse.ArgumentParser(prog="occflow-eval", description=eval_main.__doc__)
     parser.add_argument("source", choices=["synthetic", "dfaust", "records", "bag"])
     parser.add_argument("paths", nargs="*", help="dfaust: sequence folder(s); records: shards; bag: the input "
@@ -185,6 +184,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--views", type=int, default=4, help="dfaust: camera azimuths")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--deformation", action="store_true",
+                        help="synthetic, dfaust, records: carry the keyframe mesh by non-rigid registration "
+                        "to each frame (tracker.deformation) instead of the velocity field")
     parser.add_argument("--out", help="write summary.json, windows.json and summary.md here (bag: the "
                         "report directory to create; default out/eval/<bag>-<time>)")
     parser.add_argument("--no-progress", action="store_true")
@@ -193,7 +195,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                      "bag) instead of replaying the input bag into <out>/replay")
     bag.add_argument("--params-file", help="bag: the node's parameters YAML for the replay (e.g. "
                      "config/reconstruct.yaml)")
-    bag.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE", help="bag: override a node parameter")
+    bag.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE",
+                     help="bag: override a node parameter; synthetic, dfaust, records: a tracker.* parameter "
+                     "(e.g. -p tracker.deformation.rigidity:=3)")
     bag.add_argument("--threads", type=int, help="bag: torch CPU threads of the replay (default 1)")
     bag.add_argument("--topic", help="bag: the depth topic (default: the only PointCloud2 outside /ground_truth/)")
     bag.add_argument("--chamfer-points", type=int, default=100_000,
@@ -240,13 +244,28 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         else:
             records = load_records(args.paths)
             title = f"Records {' '.join(args.paths)}"
-        windows = evaluate_records(checkpoint, records, device=args.device, seed=args.seed,
-                                   progress=not args.no_progress)
+        tracker_config = None
+        params = _param_overrides(args.param)
+        if args.deformation:
+            params["tracker.deformation.enabled"] = True
+        if params:
+            from .ros.node_config import tracker_config_from_parameters
+
+            other = sorted(k for k in params if not k.startswith("tracker."))
+            if other:
+                raise DataError(f"{args.source}: -p takes tracker.* parameters here, got {other}")
+            tracker_config = tracker_config_from_parameters(params)
+            if tracker_config.deformation.enabled:
+                title += "; mesh carried by non-rigid registration (tracker.deformation)"
+            title += "; " + " ".join(f"{k}:={v}" for k, v in sorted(params.items()))
+        windows = evaluate_records(checkpoint, records, tracker_config=tracker_config,
+                                   device=args.device, seed=args.seed, progress=not args.no_progress)
     except (DataError, ModelError, ValueError) as e:
         print(f"occflow-eval: error: {e}", file=sys.stderr)
         return 2
     summary = summarize(windows)
     summary["checkpoint"] = str(checkpoint.path)
+    summary["tracker_parameters"] = params
     text = eval_markdown(title, summary, paper=paper)
     print(text)
     if args.out:

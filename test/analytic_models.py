@@ -55,3 +55,17 @@ def sphere_model(*, radius: float, scale: float, center_z: float,
     v = np.asarray(velocity, dtype=np.float64) * CONFIG.window_seconds / scale
     return ball_and_drift_model(radius=radius / scale, center=(0.0, 0.0, center_z / scale),
                                 velocity=tuple(float(c) for c in v))
+
+
+def ellipsoid_model(*, axes, scale: float, center_z: float) -> OccupancyFlow:
+    """A still model whose occupancy is (close to) an axis-aligned ellipsoid with semi-axes ``axes``
+    (m), placed like ``sphere_model``'s ball: the polytope's face i sits at the ellipsoid's support
+    distance sqrt(sum_k (a_k n_ik)^2) along its direction n_i."""
+    model = ball_and_drift_model(radius=0.0)
+    axes_n = torch.tensor(np.asarray(axes, np.float64) / scale, dtype=torch.float32)
+    center = torch.tensor([0.0, 0.0, center_z / scale], dtype=torch.float32)
+    with torch.no_grad():
+        dirs = model.decoder.fc_in.weight
+        support = torch.sqrt(((dirs * axes_n) ** 2).sum(1))
+        model.decoder.fc_in.bias.copy_(-support - dirs @ center)
+    return model

@@ -348,3 +348,56 @@ def test_with_the_rigid_prior_the_mesh_turns_and_slides_with_the_seen_body():
     expected_back = rot0.apply(rot.inv().apply(seen - c)) + c0
     back_err = np.linalg.norm(mesh.input_keyframe_points - expected_back, axis=1).mean()
     assert back_err < 0.05 * still
+
+
+def test_with_deformation_the_mesh_follows_the_frames_without_the_flow():
+    """tracker.deformation: a still model, yet the mesh follows a turning, sliding ellipsoid,
+    because the deformation graph is fit to every frame (the flow is not run); the observed points
+    map back to where they were at the keyframe."""
+    from scipy.spatial.transform import Rotation
+
+    from analytic_models import ellipsoid_model
+    from occflow_ros.tracking import DeformationConfig
+
+    axes = np.array([RADIUS, 0.6 * RADIUS, 0.4 * RADIUS])
+    # the camera-facing half's bounding box: 2a x 2b x c, centred c/2 in front of the centre
+    scale = 2 * axes[0] / (1 - PADDING)
+    model = ellipsoid_model(axes=axes, scale=scale, center_z=axes[2] / 2)
+    rng = np.random.default_rng(5)
+
+    def motion(t):
+        return Rotation.from_rotvec([0.0, 0.0, 1.2 * t]), np.array([0.3 * t, 0.1 * t, DEPTH])
+
+    def frame(t):
+        d = rng.normal(size=(6000, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        rot, centre = motion(t)
+        p = rot.apply(d * axes) + centre
+        return p[p[:, 2] < DEPTH].astype(np.float32)
+
+    def run(deformation: bool):
+        tracker = Tracker(model, TrackerConfig(
+            window_seconds=2.0, meshing=FAST_MESH, residual_threshold=0.0, input_correspondences=True,
+            deformation=DeformationConfig(enabled=deformation)), device="cpu", margin=PADDING)
+        first = tracker.feed(frame(0.0), 0.0)
+        for stamp in stamps[1:]:
+            mesh = tracker.feed(frame(stamp), stamp)
+        return first, mesh
+
+    stamps = np.arange(16) / 30
+    first, mesh = run(True)
+    assert not mesh.info["keyframe"] and mesh.keyframe_id == first.keyframe_id
+    assert mesh.info["deformation_pairs"] > 100 and "flow_ms" not in mesh.info
+    rot0, c0 = motion(0.0)
+    rot, c = motion(stamps[-1])
+    truth = rot.apply(rot0.inv().apply(first.vertices - c0)) + c  # where the body took them
+    still = np.linalg.norm(first.vertices - truth, axis=1).mean()
+    assert still > 0.1  # 0.5 s: turned 0.6 rad and slid 0.16 m
+    assert np.linalg.norm(mesh.vertices - truth, axis=1).mean() < 0.1 * still
+    seen = mesh.input_points
+    expected_back = rot0.apply(rot.inv().apply(seen - c)) + c0
+    assert np.linalg.norm(mesh.input_keyframe_points - expected_back, axis=1).mean() < 0.1 * still
+    # without it, the still field leaves the mesh where it was
+    first, kept = run(False)
+    assert np.linalg.norm(kept.vertices - first.vertices, axis=1).max() < 1e-4
+

@@ -5,6 +5,7 @@ Everything here works on numpy arrays and plain callables: no ROS, and no import
 imported only inside the functions that use it.
 """
 
+from .deformation import DeformationGraph
 from .errors import GeometryError, MeshError, MeshingError, NormalizationError, PreprocessError
 from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
 from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
@@ -23,8 +24,8 @@ __all__ = [
     # point-cloud preprocessing
     "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
     "valid_mask", "voxel_downsample",
-    # rigid registration
-    "frame_poses", "next_pose", "register_to_keyframe",
+    # rigid registration, non-rigid tracking of a mesh
+    "frame_poses", "next_pose", "register_to_keyframe", "DeformationGraph",
     # errors
     "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
 ]

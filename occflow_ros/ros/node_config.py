@@ -19,7 +19,7 @@ from ..geometry import PreprocessConfig, PreprocessError
 from ..model import SOLVERS, ModelError, SolverConfig, shipped_model_path
 from ..model.checkpoint import SHIPPED_MODEL_FILE
 from ..model.device import PRECISIONS
-from ..tracking import MeshingConfig, TrackerConfig, TrackingError
+from ..tracking import DeformationConfig, MeshingConfig, TrackerConfig, TrackingError
 
 __all__ = [
     "DEFAULT_MODEL_FILE",
@@ -201,6 +201,22 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "0: keep the marching-cubes mesh", lo=0, hi=1_000_000),
     _P("tracker.meshing.largest_component", True, "keep only the largest connected piece of a keyframe "
        "mesh"),
+    _P("tracker.deformation.enabled", False, "carry the keyframe mesh by non-rigid registration to each "
+       "frame (an embedded deformation graph, as rigid as possible) instead of the velocity field; follows "
+       "deformations the learnt field misses, at several times a flow step's cost on a CPU"),
+    _P("tracker.deformation.node_spacing", 0.07, "graph node spacing, normalised units", lo=0.005, hi=1.0),
+    _P("tracker.deformation.rigidity", 1.0, "weight of keeping neighbouring nodes moving rigidly together",
+       lo=0.0, hi=1e6),
+    _P("tracker.deformation.rigid", True, "register the keyframe's input points to each frame's first (ICP, "
+       "like the rigid prior) and fit the graph to what that rigid motion leaves"),
+    _P("tracker.deformation.sliding", 0.1, "weight of the point-to-point distance beside the point-to-plane "
+       "one in the fit", lo=0.0, hi=1e6),
+    _P("tracker.deformation.max_distance", 0.04, "observed points farther than this from the mesh "
+       "(normalised units) are left out of the fit", lo=1e-6, hi=1.0),
+    _P("tracker.deformation.rounds", 3, "nearest-vertex updates per frame", lo=1, hi=100),
+    _P("tracker.deformation.iterations", 10, "L-BFGS iterations per update", lo=1, hi=1000),
+    _P("tracker.deformation.points", 1024, "observed points per frame the graph is fit to, at most (an "
+       "even stride)", lo=3, hi=10_000_000),
     _P("tracker.preprocess.roi_enabled", False, "crop the input to the box roi_min..roi_max (sensor "
        "frame)"),
     _P("tracker.preprocess.roi_min", [-1.0, -1.0, 0.0], "region-of-interest box, low corner (m)"),
@@ -340,6 +356,15 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
                                              step_size=v[t + "correspondence_solver.step_size"])
     except ModelError as e:
         raise _group_error("solver", e) from None
+    dd = t + "deformation."
+    try:
+        deformation = DeformationConfig(
+            enabled=v[dd + "enabled"], rigid=v[dd + "rigid"], node_spacing=v[dd + "node_spacing"],
+            rigidity=v[dd + "rigidity"], sliding=v[dd + "sliding"],
+            max_distance=v[dd + "max_distance"], rounds=v[dd + "rounds"],
+            iterations=v[dd + "iterations"], points=v[dd + "points"])
+    except TrackingError as e:
+        raise _group_error("deformation.", e) from None
     window = v[t + "window_seconds"]
     try:
         return TrackerConfig(
@@ -351,7 +376,7 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             input_correspondences=v[t + "input_correspondences"],
             async_keyframes=v[t + "async_keyframes"], solver=solver,
             correspondence_solver=correspondence_solver, chunk_size=v[t + "chunk_size"],
-            seed=v[t + "seed"], meshing=meshing, preprocess=preprocess)
+            seed=v[t + "seed"], meshing=meshing, preprocess=preprocess, deformation=deformation)
     except TrackingError as e:
         raise _group_error("", e) from None
 

@@ -1,11 +1,12 @@
 """The streaming engine: frame window, keyframe policy, vertex propagation, persistent ids."""
 
-from .config import MeshingConfig, TrackerConfig, TrackingError
+from .config import DeformationConfig, MeshingConfig, TrackerConfig, TrackingError
 from .ids import IdAssignment, closest_surface_points, inherit_ids
 from .tracker import Tracker, TrackingCancelled
 from .types import TrackedMesh
 
 __all__ = [
+    "DeformationConfig",
     "IdAssignment",
     "MeshingConfig",
     "TrackedMesh",

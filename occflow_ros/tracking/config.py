@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..geometry import PreprocessConfig
 from ..model import SolverConfig
 
-__all__ = ["TrackingError", "TrackerConfig", "MeshingConfig"]
+__all__ = ["TrackingError", "TrackerConfig", "MeshingConfig", "DeformationConfig"]
 
 
 class TrackingError(ValueError):
@@ -63,6 +63,50 @@ class MeshingConfig:
 
 
 @dataclass(frozen=True)
+class DeformationConfig:
+    """Carry the keyframe mesh by non-rigid registration to each frame instead of the velocity field.
+
+    enabled: each tracked frame fits an embedded deformation graph on the keyframe mesh
+      (``occflow_ros.geometry.DeformationGraph``) to the frame's observed points, from the last
+      frame's fit; the vertices (and the input correspondences) follow the graph, and the motion
+      networks are not run. It follows deformations the learnt field does not (held-out synthetic
+      windows, README "Training"), at several times the cost of a flow step on a CPU.
+    rigid: first register the keyframe's input points to the frame's (ICP, as the rigid prior
+      does), and fit the graph to what that rigid motion leaves; without it a surface that slides
+      along itself (a turning body) drags the mesh's vertices out of place.
+    node_spacing: graph node spacing, normalised units (1 = the keyframe's size / (1 - margin)).
+    rigidity: weight of the as-rigid-as-possible term between neighbouring nodes.
+    sliding: weight of the point-to-point distance beside the point-to-plane one (a point seen
+      between vertices should not drag its nearest vertex along the surface).
+    max_distance: observed points farther than this from the mesh (normalised) are left out.
+    rounds / iterations: nearest-vertex updates per frame, and L-BFGS iterations per update.
+    points: observed points per frame at most (an even stride through them).
+    """
+
+    enabled: bool = False
+    rigid: bool = True
+    node_spacing: float = 0.07
+    rigidity: float = 1.0
+    sliding: float = 0.1
+    max_distance: float = 0.04
+    rounds: int = 3
+    iterations: int = 10
+    points: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "rigid"):
+            if not isinstance(getattr(self, name), bool):
+                raise TrackingError(f"deformation.{name} must be true or false")
+        _num("deformation", "node_spacing", self.node_spacing, 0.005, 1.0)
+        _num("deformation", "rigidity", self.rigidity, 0.0, 1e6)
+        _num("deformation", "sliding", self.sliding, 0.0, 1e6)
+        _num("deformation", "max_distance", self.max_distance, 0.0, 1.0, lo_open=True)
+        _num("deformation", "rounds", self.rounds, 1, 100, integer=True)
+        _num("deformation", "iterations", self.iterations, 1, 1000, integer=True)
+        _num("deformation", "points", self.points, 3, 10_000_000, integer=True)
+
+
+@dataclass(frozen=True)
 class TrackerConfig:
     """The streaming tracker's settings. Times in seconds, lengths in metres.
 
@@ -91,6 +135,7 @@ class TrackerConfig:
     solver: integrates the vertices from one frame to the next.
     correspondence_solver: the backward solve of the observed points (coarser is fine).
     chunk_size: points per ODE solve. seed: subsampling of input points (reproducible runs).
+    deformation: carry the mesh by non-rigid registration instead of the flow (off by default).
     """
 
     window_seconds: float | None = None
@@ -110,8 +155,11 @@ class TrackerConfig:
     seed: int = 0
     meshing: MeshingConfig = field(default_factory=MeshingConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    deformation: DeformationConfig = field(default_factory=DeformationConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.deformation, DeformationConfig):
+            raise TrackingError("tracker.deformation must be a DeformationConfig")
         if self.window_seconds is not None:
             _num("tracker", "window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
         _num("tracker", "max_frames", self.max_frames, 2, 100_000, integer=True)
@@ -142,6 +190,8 @@ class TrackerConfig:
         try:
             if isinstance(data.get("meshing"), Mapping):
                 data["meshing"] = MeshingConfig(**data["meshing"])
+            if isinstance(data.get("deformation"), Mapping):
+                data["deformation"] = DeformationConfig(**data["deformation"])
             if isinstance(data.get("preprocess"), Mapping):
                 data["preprocess"] = PreprocessConfig.from_dict(data["preprocess"])
             for name in ("solver", "correspondence_solver"):

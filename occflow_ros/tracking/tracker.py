@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..geometry import (
+    DeformationGraph,
     Normalization,
     clean_mesh,
     extract_mesh,
@@ -65,6 +66,8 @@ class _Segment:
     key_points: np.ndarray | None = None
     pose_times: list = dataclasses.field(default_factory=list)
     poses: list = dataclasses.field(default_factory=list)
+    # with config.deformation: the graph that carries the keyframe mesh instead of the flow
+    deformation: DeformationGraph | None = None
 
     def add_pose(self, x: torch.Tensor, t: float) -> None:
         """Register a frame's input points x (1, N, 3) to the keyframe's (``next_pose``, as in
@@ -408,9 +411,24 @@ class Tracker:
             code=build.code, vertices=torch.from_numpy(build.vertices).to(self.device)[None],
             faces=faces, ids=np.zeros(0, np.uint32), canonical=np.zeros((0, 3), np.float32),
             t_prev=0.0, frames=1, residual=residual)
-        if self.model.rigid:
+        d = self.config.deformation
+        if d.enabled:
+            seg.deformation = DeformationGraph(
+                build.vertices, spacing=d.node_spacing, rigidity=d.rigidity,
+                max_distance=d.max_distance, rounds=d.rounds, iterations=d.iterations,
+                sliding=d.sliding, anchor=build.x[0].float().cpu().numpy() if d.rigid else None,
+                device=self.device)
+        elif self.model.rigid:
             seg.add_pose(build.x, 0.0)
         return seg
+
+    def _observed_normalized(self, observed: np.ndarray, norm: Normalization) -> np.ndarray:
+        """A frame's preprocessed points (metres) in the keyframe's normalised space, an even stride
+        of at most ``deformation.points`` of them (what the deformation graph is fit to)."""
+        limit = self.config.deformation.points
+        if len(observed) > limit:
+            observed = observed[:: -(-len(observed) // limit)]
+        return norm.to_normalized(np.asarray(observed, np.float32))
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
                   should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
@@ -471,7 +489,13 @@ class Tracker:
             info["keyframe_empty"] = "background keyframe gave an empty mesh; the old one goes on"
             return False
         seg = self._new_segment(build)
-        if job.pending:
+        if job.pending and seg.deformation is not None:
+            # the frames seen while it was meshed, one fit each, in order
+            for p, t in job.pending:
+                seg.vertices = seg.deformation.fit(self._observed_normalized(p, build.norm))[None]
+            seg.t_prev = (job.pending[-1][1] - build.stamp) / self.time_scale
+            seg.frames += len(job.pending)
+        elif job.pending:
             # the frames seen while it was meshed: one encoder pass, one solve to the last of them
             xs = torch.cat([self._model_input(p, build.norm) for p, _ in job.pending])[None]
             times = torch.tensor([[(t - build.stamp) / self.time_scale for _, t in job.pending]],
@@ -516,6 +540,8 @@ class Tracker:
         assert seg is not None
         t_now = (stamp - seg.key_stamp) / self.time_scale
         x = self._model_input(observed, seg.norm)
+        if seg.deformation is not None:
+            return self._deform(seg, observed, x, stamp, t_now, info)
         model = self.model
         t0 = time.perf_counter()
         with self._autocast():
@@ -551,6 +577,30 @@ class Tracker:
             stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=observed,
+            input_keyframe_points=keyframe_points, info=info)
+
+    def _deform(self, seg: _Segment, observed: np.ndarray, x: torch.Tensor, stamp: float,
+                t_now: float, info: dict) -> TrackedMesh:
+        """A tracked frame with ``config.deformation``: the graph, fit to this frame, moves the
+        keyframe mesh; the input correspondences come from the same fit."""
+        t0 = time.perf_counter()
+        graph = seg.deformation
+        seg.vertices = graph.fit(self._observed_normalized(observed, seg.norm))[None]
+        t1 = time.perf_counter()
+        seg.t_prev = t_now
+        seg.frames += 1
+        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
+        info.update(keyframe=False, deformation_ms=1e3 * (t1 - t0), deformation_pairs=graph.last_pairs)
+        info["residual_m"] = self._residual(vertices_m, seg.faces, observed)
+        seen = seg.norm.to_metres(x[0].float().cpu().numpy())
+        keyframe_points = None
+        if self.config.input_correspondences:
+            back = graph.keyframe_positions(x[0].float())
+            keyframe_points = seg.norm.to_metres(back.cpu().numpy())
+        return TrackedMesh(
+            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
+            vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
+            canonical_vertices=seg.canonical, topology_changed=False, input_points=seen,
             input_keyframe_points=keyframe_points, info=info)
 
     def _residual(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray) -> float:
