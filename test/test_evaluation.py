@@ -126,3 +126,18 @@ def test_the_synthetic_eval_scores_iou_on_dense_exact_queries_and_splits_the_end
     # the seeds that made training and validation data are refused as held-out
     assert eval_main(["synthetic", "--seed", "2", "--windows", "1", "--no-progress"]) == 2
     assert "held-out" in capsys.readouterr().err
+    # tracker parameters for the run, and the mesh carried by the deformation graph
+    other = tmp_path / "deformation"
+    assert eval_main(["synthetic", "--seed", "1001", "--windows", "1", "--iou-points", "1000",
+                      "--deformation", "-p", "tracker.deformation.rigidity:=2", "--no-progress",
+                      "--out", str(other)]) == 0, capsys.readouterr().err
+    summary = json.loads((other / "summary.json").read_text())
+    assert summary["tracker_parameters"] == {"tracker.deformation.enabled": True,
+                                             "tracker.deformation.rigidity": 2}
+    assert "non-rigid registration" in (other / "summary.md").read_text()
+    first = json.loads((out / "windows.json").read_text())[0]["frames"]
+    moved = json.loads((other / "windows.json").read_text())[0]["frames"]
+    assert first[0]["corr_l2"] == pytest.approx(moved[0]["corr_l2"])  # the same keyframe mesh
+    assert first[-1]["corr_l2"] != pytest.approx(moved[-1]["corr_l2"])  # carried another way
+    assert eval_main(["synthetic", "--windows", "1", "-p", "output.depth:=3", "--no-progress"]) == 2
+    assert "tracker.* parameters" in capsys.readouterr().err
