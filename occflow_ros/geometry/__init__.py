@@ -1,8 +1,9 @@
-"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering, normalisation, registration.
+"""Meshing (MISE + marching cubes), mesh cleanup, point-cloud filtering, normalisation, registration
+(rigid, and non-rigid with a deformation graph).
 
 Everything here works on numpy arrays and plain callables: no ROS, and no import of the model room
-(a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``). open3d is
-imported only inside the functions that use it.
+(a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``); the
+deformation graph alone fits with torch. open3d is imported only inside the functions that use it.
 """
 
 from .deformation import DeformationGraph
