@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..geometry import PreprocessConfig, fit_normalization, preprocess
+from ..geometry import Normalization, PreprocessConfig, fit_normalization, preprocess
 from .camera import LABEL_OBJECT, CameraIntrinsics, DepthCamera, SensorConfig, look_at
 from .errors import DataError
 from .ranges import MotionRanges
@@ -118,6 +118,12 @@ def _frame_times(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
     return np.unique(np.round(times, 6))
 
 
+def _cube_queries(norm: Normalization, n: int, rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    """n points uniform in the cube the model meshes at the keyframe (edge ``cfg.box_size`` in the
+    keyframe's normalised space ``norm``), in metres in the camera's optical frame."""
+    return norm.to_metres(rng.uniform(-cfg.box_size / 2, cfg.box_size / 2, size=(n, 3)))
+
+
 def window_record(shape: DeformedShape, camera: DepthCamera, t_start: float,
                   rng: np.random.Generator, cfg: SyntheticConfig) -> WindowRecord:
     """One window of ``shape`` seen by ``camera`` from ``t_start`` (seconds, shape time)."""
@@ -141,8 +147,7 @@ def window_record(shape: DeformedShape, camera: DepthCamera, t_start: float,
     for t in gt_times:
         n_uniform = cfg.occ_points // 2
         if norm is not None:
-            cube = rng.uniform(-cfg.box_size / 2, cfg.box_size / 2, size=(n_uniform, 3))
-            uniform = camera.to_world(norm.to_metres(cube))
+            uniform = camera.to_world(_cube_queries(norm, n_uniform, rng, cfg))
         else:
             lo, hi = shape.bounds(float(t))
             uniform = rng.uniform(lo, hi, size=(n_uniform, 3))
@@ -197,8 +202,7 @@ def with_iou_queries(record: WindowRecord, n: int, seed: int | Sequence[int],
     rng = np.random.default_rng(seed)
     points, labels = [], []
     for k, t in enumerate(t_start + record.gt_times):
-        cube = rng.uniform(-cfg.box_size / 2, cfg.box_size / 2, size=(n, 3))
-        optical = norm.to_metres(cube)
+        optical = _cube_queries(norm, n, rng, cfg)
         world = optical @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
         near_points = record.occ_points[k][n_uniform:] if record.occ is not None else np.zeros((0, 3))
         near = record.occ[k][n_uniform:] if record.occ is not None else np.zeros(0, bool)

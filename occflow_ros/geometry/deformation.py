@@ -120,13 +120,14 @@ class DeformationGraph:
         tree = cKDTree(v)
         nodes = np.unique(tree.query(centres)[1])  # each node sits on a vertex
         g = v[nodes]
+        node_tree = cKDTree(g)
         k = min(neighbours, len(g))
-        d, idx = cKDTree(g).query(v, k=k)
+        d, idx = node_tree.query(v, k=k)
         d, idx = d.reshape(len(v), k), idx.reshape(len(v), k)
         # Gaussian weights as a softmax: a vertex far from every node still gets weights summing to 1
         w = torch.softmax(torch.from_numpy(-d ** 2 / (2 * spacing ** 2)), dim=1)
         e = min(neighbours + 1, len(g))
-        _, nb = cKDTree(g).query(g, k=e)
+        _, nb = node_tree.query(g, k=e)
         nb = nb.reshape(len(g), e)
         edges = np.stack([np.repeat(np.arange(len(g)), e - 1), nb[:, 1:].ravel()], axis=1)
         self.device = torch.device(device)

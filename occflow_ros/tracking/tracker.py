@@ -40,6 +40,13 @@ from .types import TrackedMesh
 __all__ = ["Tracker", "TrackingCancelled"]
 
 
+def _even_stride(points: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of the points (0: all), an even stride through them (deterministic)."""
+    if limit and len(points) > limit:
+        return points[:: -(-len(points) // limit)]
+    return points
+
+
 class TrackingCancelled(TrackingError):
     """``feed`` was abandoned because its ``should_stop()`` turned true (a node shutting down); the
     tracker has been reset."""
@@ -425,9 +432,7 @@ class Tracker:
     def _observed_normalized(self, observed: np.ndarray, norm: Normalization) -> np.ndarray:
         """A frame's preprocessed points (metres) in the keyframe's normalised space, an even stride
         of at most ``deformation.points`` of them (what the deformation graph is fit to)."""
-        limit = self.config.deformation.points
-        if len(observed) > limit:
-            observed = observed[:: -(-len(observed) // limit)]
+        observed = _even_stride(observed, self.config.deformation.points)
         return norm.to_normalized(np.asarray(observed, np.float32))
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
@@ -607,9 +612,7 @@ class Tracker:
         """Mean distance (m) from the observed points to the mesh, each clipped at residual_clip, over
         an even stride of at most ``residual_points`` of them (deterministic: the same frame gives
         the same residual)."""
-        limit = self.config.residual_points
-        if limit and len(observed) > limit:
-            observed = observed[:: -(-len(observed) // limit)]
+        observed = _even_stride(observed, self.config.residual_points)
         dist, _, _ = closest_surface_points(vertices, faces, observed)
         return float(np.minimum(dist, self.config.residual_clip).mean())
 
