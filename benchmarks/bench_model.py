@@ -145,9 +145,9 @@ def main() -> None:
     v, f = result.vertices, result.faces
     t0 = time.perf_counter()
     if len(f):
-        vs, fs = simplify_mesh(v, f, target_vertices=3000)
+        vs, _ = simplify_mesh(v, f, target_vertices=3000)
     else:
-        vs, fs = v, f
+        vs = v
     t_simp = time.perf_counter() - t0
     print(f"  shape code: {t_enc * 1e3:.1f} ms")
     print(f"  MISE: {t_mise * 1e3:.0f} ms, {result.n_queries} decoder queries vs "

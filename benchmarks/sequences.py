@@ -87,7 +87,8 @@ def synthetic_person(seed: int = 1001, motion: str = "jumping_jacks", *, frames:
         description=(f"`make_shape('human', {seed}, motion='{motion}')`, {frames} frames at "
                      f"{fps:g} Hz ({(frames - 1) / fps:.3f} s) from t = {t_start:g} s, a "
                      f"{width}x{height} D435-like camera 2.4 m away (azimuth 0.35 rad), default "
-                     f"sensor flaws; object pixels filtered (voxel 1 cm, outliers, no plane removal), <= 1024 points per frame; {corr_points} truth points; "
+                     f"sensor flaws; object pixels filtered (voxel 1 cm, outliers, no plane removal), "
+                     f"<= 1024 points per frame; {corr_points} truth points; "
                      f"object size {size:.3f} m"))
 
 
@@ -108,5 +109,6 @@ def dfaust_sequence(path: str | Path, *, seed: int = 0) -> Sequence:
         description=(f"`{path.name}` (real D-FAUST registrations), {seq.frames} frames at "
                      f"{DFAUST_FPS:g} Hz ({(seq.frames - 1) / DFAUST_FPS:.3f} s), one simulated depth "
                      f"view 2.5 m in front (hidden-point removal, noise 1.5 mm at 1 m), filtered like the "
-                     f"synthetic one; <= 1024 points per frame; 4096 registration points as truth; object size {size:.3f} m "
+                     f"synthetic one; <= 1024 points per frame; 4096 registration points as truth; "
+                     f"object size {size:.3f} m "
                      "(the files' scale)"))

@@ -126,7 +126,8 @@ def eval_markdown(title: str, summary: dict, *, paper: dict | None = None) -> st
              + (" paper (OFlow, D-FAUST) |" if paper else ""),
              "|---|---|---|---|" + ("---|" if paper else "")]
     names = {"iou": "IoU", "static_iou": "IoU, static baseline (keyframe mesh left still)",
-             "chamfer_l1": "Chamfer-L1", "corr_l2": "correspondence L2",
+             "chamfer_l1": "Chamfer-L1", "static_chamfer_l1": "Chamfer-L1, static baseline",
+             "corr_l2": "correspondence L2",
              "static_corr_l2": "correspondence L2, static baseline",
              "nn_corr_l2": "correspondence L2, nearest-neighbour baseline"}
     for key, name in names.items():
@@ -184,9 +185,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--views", type=int, default=4, help="dfaust: camera azimuths")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--deformation", action="store_true",
-                        help="synthetic, dfaust, records: carry the keyframe mesh by non-rigid registration "
-                        "to each frame (tracker.deformation) instead of the velocity field")
+    parser.add_argument("--flow", action="store_true",
+                        help="synthetic, dfaust, records: carry the keyframe mesh by the velocity field alone "
+                        "(tracker.deformation.enabled:=false) instead of the default non-rigid registration")
     parser.add_argument("--out", help="write summary.json, windows.json and summary.md here (bag: the "
                         "report directory to create; default out/eval/<bag>-<time>)")
     parser.add_argument("--no-progress", action="store_true")
@@ -246,8 +247,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             title = f"Records {' '.join(args.paths)}"
         tracker_config = None
         params = _param_overrides(args.param)
-        if args.deformation:
-            params["tracker.deformation.enabled"] = True
+        if args.flow:
+            params["tracker.deformation.enabled"] = False
         if params:
             from .ros.node_config import tracker_config_from_parameters
 
@@ -255,8 +256,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             if other:
                 raise DataError(f"{args.source}: -p takes tracker.* parameters here, got {other}")
             tracker_config = tracker_config_from_parameters(params)
-            if tracker_config.deformation.enabled:
-                title += "; mesh carried by non-rigid registration (tracker.deformation)"
+            if not tracker_config.deformation.enabled:
+                title += "; mesh carried by the velocity field alone"
             title += "; " + " ".join(f"{k}:={v}" for k, v in sorted(params.items()))
         windows = evaluate_records(checkpoint, records, tracker_config=tracker_config,
                                    device=args.device, seed=args.seed, progress=not args.no_progress)
@@ -331,11 +332,11 @@ def _eval_bag(args: argparse.Namespace) -> int:
             def make():
                 return make_tracker(config, threads=args.threads or 1)
 
-        content = evaluate_bag(input_bag, out, replayed=args.replayed, make_tracker=make, config=config,
-                               topic=args.topic, chamfer_points=args.chamfer_points,
-                               render_frames=args.render_frames, notes=notes, progress=not args.no_progress,
-                               paper_for={"dfaust": PAPER_DFAUST}, paper_note=PAPER_NOTE,
-                               log=lambda line: print(f"occflow-eval: {line}", file=sys.stderr))
+        evaluate_bag(input_bag, out, replayed=args.replayed, make_tracker=make, config=config,
+                     topic=args.topic, chamfer_points=args.chamfer_points,
+                     render_frames=args.render_frames, notes=notes, progress=not args.no_progress,
+                     paper_for={"dfaust": PAPER_DFAUST}, paper_note=PAPER_NOTE,
+                     log=lambda line: print(f"occflow-eval: {line}", file=sys.stderr))
     except KeyboardInterrupt:
         print("occflow-eval: interrupted; nothing written", file=sys.stderr)
         return 130

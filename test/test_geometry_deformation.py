@@ -1,15 +1,27 @@
-"""Non-rigid registration of a mesh to partial clouds (the embedded deformation graph)."""
+"""Non-rigid registration of a mesh to partial clouds (the embedded deformation graph, solved by
+Levenberg-Marquardt), its bounded rigid stage, and the visibility of a mesh's vertices."""
 
 from __future__ import annotations
 
+import mcubes
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.transform import Rotation
 
 from occflow_ros.geometry import DeformationGraph, GeometryError
+from occflow_ros.geometry import MeshScene
 
 AXES = np.array([0.3, 0.15, 0.4])  # an upright ellipsoid, no symmetry to slide on
+CAMERA = np.array([0.0, -2.0, 0.0])  # on the -y side, looking at the ellipsoid
+
+
+def ellipsoid_mesh(resolution: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """The ellipsoid's surface as a marching-cubes mesh (outward normals, ~2000 vertices)."""
+    xs = np.linspace(-0.5, 0.5, resolution)
+    x, y, z = np.meshgrid(xs, xs, xs, indexing="ij")
+    inside = 1.0 - ((x / AXES[0]) ** 2 + (y / AXES[1]) ** 2 + (z / AXES[2]) ** 2)
+    v, f = mcubes.marching_cubes(inside, 0.0)
+    return v / (resolution - 1) - 0.5, f.astype(np.int64)
 
 
 def surface(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -19,7 +31,7 @@ def surface(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def seen(points: np.ndarray) -> np.ndarray:
-    """The half a camera on the -y side sees."""
+    """The half the camera on the -y side sees."""
     return points[points[:, 1] < 0]
 
 
@@ -30,58 +42,125 @@ def bend(points: np.ndarray, amount: float) -> np.ndarray:
     return out
 
 
+def move(points: np.ndarray, s: float) -> np.ndarray:
+    """Turn about the viewing axis by 0.4 s rad and slide by (0.1, -0.05, 0) s."""
+    return Rotation.from_rotvec([0.0, 0.4 * s, 0.0]).apply(points) + np.array([0.1, -0.05, 0]) * s
+
+
 def test_the_graph_follows_a_bend_and_carries_the_unseen_back_with_the_seen_front():
     rng = np.random.default_rng(0)
-    vertices = surface(2000, rng)
-    graph = DeformationGraph(vertices, spacing=0.07)
-    assert 50 < graph.num_nodes < 500
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    assert 50 < graph.num_nodes < 500 and graph.oriented
     back = vertices[:, 1] > 0
-    with torch.inference_mode():  # the tracker calls it from inference mode
-        for amount in np.linspace(0.0, 0.18, 13)[1:]:
-            # other random samples of the surface than the vertices, seen from one side
-            warped = graph.fit(seen(bend(surface(3000, rng), amount))).numpy()
+    for amount in np.linspace(0.0, 0.18, 13)[1:]:
+        # other random samples of the surface than the vertices, seen from one side
+        warped = graph.fit(seen(bend(surface(1000, rng), amount)), camera=CAMERA)
     truth = bend(vertices, 0.18)
     err = np.linalg.norm(warped - truth, axis=1)
     still = np.linalg.norm(vertices - truth, axis=1)
     assert still.mean() > 0.05
-    assert err.mean() < 0.5 * still.mean()
+    assert err.mean() < 0.5 * still.mean()  # measured 0.37
     assert err[back].mean() < 0.5 * still[back].mean(), "the unseen back follows the front"
-    assert graph.last_pairs > 500
+    assert graph.last_pairs > 400
 
 
-def test_a_rigid_motion_is_recovered_and_observed_points_map_back_to_the_keyframe():
-    """A turning, sliding body: each frame's rigid motion comes from registering the keyframe's
-    points (the anchor) to the frame's, and the graph keeps the vertices in place on the surface."""
+@pytest.mark.parametrize("sliding, bound", [(0.1, 0.25), (0.0, 0.1)])
+def test_a_turning_sliding_body_is_followed_and_observed_points_map_back_to_the_keyframe(sliding,
+                                                                                          bound):
+    """Turning about the viewing axis slides the seen surface along itself: point-to-plane pairs
+    with the mesh's normals see it at the silhouette and through the curvature, and the rigid stage
+    takes the whole body along. The point-to-point share (``sliding``, the tracker's default 0.1)
+    holds a sliding surface back: measured 0.16 of the still mesh's error with it, 0.02 without."""
     rng = np.random.default_rng(1)
-    vertices = surface(2000, rng)
-    graph = DeformationGraph(vertices, spacing=0.07, anchor=seen(surface(6000, rng)))
-
-    def move(p, s):
-        return Rotation.from_rotvec([0.0, 0.4 * s, 0.0]).apply(p) + np.array([0.1, -0.05, 0.0]) * s
-
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07, sliding=sliding)
     steps = np.linspace(0.0, 1.0, 11)[1:]
     for s in steps:
-        warped = graph.fit(seen(move(surface(8000, rng), s))).numpy()
+        warped = graph.fit(seen(move(surface(1000, rng), s)), camera=CAMERA)
     truth = move(vertices, 1.0)
     still = np.linalg.norm(vertices - truth, axis=1).mean()
     err = np.linalg.norm(warped - truth, axis=1).mean()
-    assert still > 0.1 and err < 0.15 * still  # measured 0.09 (ICP's pose alone: 0.11)
+    assert still > 0.1 and err < bound * still
     assert graph.frames == len(steps)
     observed = seen(move(surface(500, rng), 1.0))
-    back = graph.keyframe_positions(observed).numpy()
-    expected = Rotation.from_rotvec([0.0, -0.4, 0.0]).apply(observed - np.array([0.1, -0.05, 0.0]))
-    assert np.linalg.norm(back - expected, axis=1).mean() < 0.15 * still
+    back = graph.keyframe_positions(observed)
+    expected = Rotation.from_rotvec([0.0, -0.4, 0.0]).apply(observed - np.array([0.1, -0.05, 0]))
+    assert np.linalg.norm(back - expected, axis=1).mean() < bound * still
+
+
+def test_the_rigid_stage_is_bounded_by_what_the_body_can_do_in_one_frame():
+    """The frame shows the body turned by 90 degrees: a rigid stage allowed 0.1 rad per frame does
+    not take it, and the mesh does not turn by more than the bound."""
+    rng = np.random.default_rng(2)
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    turned = Rotation.from_rotvec([0.0, np.pi / 2, 0.0])
+    warped = graph.fit(seen(turned.apply(surface(2000, rng))), camera=CAMERA, max_rotation=0.1,
+                       max_translation=0.02)
+    assert not graph.last_rigid_accepted
+    # what moved it is the non-rigid stage, locally: its best rigid fit is far from the 90 degrees
+    centred = vertices - vertices.mean(0)
+    u, _, vt = np.linalg.svd(centred.T @ (warped - warped.mean(0)))
+    angle = np.linalg.norm(Rotation.from_matrix((u @ vt).T).as_rotvec())
+    assert angle < 0.3
+    # allowed to, it takes a turn within the bound
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    small = Rotation.from_rotvec([0.0, 0.1, 0.0])
+    graph.fit(seen(small.apply(surface(2000, rng))), camera=CAMERA, max_rotation=0.15)
+    assert graph.last_rigid_accepted
+    assert abs(Rotation.from_matrix(graph.R[0]).as_rotvec()[1] - 0.1) < 0.03
+
+
+def test_the_rigid_stage_never_keeps_a_pose_that_explains_the_frame_worse_than_its_start():
+    """On a frame the mesh already explains (the keyframe's own surface), whatever the rigid stage
+    finds must not be worse than leaving the mesh where it is."""
+    rng = np.random.default_rng(3)
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07, iterations=1)
+    points = seen(surface(2000, rng))
+    before = graph.explained(points, camera=CAMERA)
+    for _ in range(5):
+        graph.fit(points, camera=CAMERA, max_rotation=3.0, max_translation=1.0)
+        assert graph.explained(points, camera=CAMERA) <= before + 1e-3
+
+
+def test_revert_restores_the_state_before_the_last_fit():
+    rng = np.random.default_rng(4)
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07, momentum=0.8)
+    first = graph.fit(seen(move(surface(1000, rng), 0.1)), camera=CAMERA, dt=1.0).copy()
+    second = graph.fit(seen(move(surface(1000, rng), 0.2)), camera=CAMERA, dt=1.0)
+    assert np.abs(second - first).max() > 1e-3
+    np.testing.assert_array_equal(graph.revert(), first)
+    np.testing.assert_array_equal(graph.warp(), first)
 
 
 def test_a_frame_far_from_the_mesh_keeps_the_last_fit():
-    rng = np.random.default_rng(2)
-    vertices = surface(1000, rng)
-    graph = DeformationGraph(vertices, spacing=0.1, max_distance=0.02)
-    first = graph.fit(seen(bend(surface(2000, rng), 0.01))).numpy()
+    rng = np.random.default_rng(5)
+    vertices, faces = ellipsoid_mesh(24)
+    graph = DeformationGraph(vertices, faces, spacing=0.1, max_distance=0.02)
+    first = graph.fit(seen(bend(surface(2000, rng), 0.01)), camera=CAMERA).copy()
     assert graph.last_pairs > 0
-    again = graph.fit(seen(surface(2000, rng)) + np.array([5.0, 0.0, 0.0])).numpy()
+    again = graph.fit(seen(surface(2000, rng)) + np.array([5.0, 0.0, 0.0]), camera=CAMERA)
     assert graph.last_pairs == 0
     np.testing.assert_array_equal(again, first)
+
+
+def test_visible_vertices_are_the_camera_facing_ones_not_hidden_behind_nearer_surface():
+    vertices, faces = ellipsoid_mesh(24)
+    at = vertices + np.array([0.0, 0.0, 2.0])  # the camera at the origin looks along +z
+    seen_mask = np.zeros(len(at), bool)
+    seen_mask[MeshScene(at, faces).visible()] = True
+    assert seen_mask[at[:, 2] < 2.0 - 0.1].all() and not seen_mask[at[:, 2] > 2.0 + 0.05].any()
+    # a second ellipsoid right behind the first is hidden where the first covers it
+    behind = at + np.array([0.0, 0.0, 1.0])
+    both = np.concatenate([at, behind])
+    mask = np.zeros(len(both), bool)
+    mask[MeshScene(both, np.concatenate([faces, faces + len(at)])).visible()] = True
+    covered = (np.abs(behind[:, 0]) < 0.2) & (np.abs(behind[:, 1]) < 0.1)
+    assert not mask[len(at):][covered].any()
+    assert mask[:len(at)].sum() == seen_mask.sum()
 
 
 @pytest.mark.parametrize("vertices, settings, message", [
@@ -89,10 +168,11 @@ def test_a_frame_far_from_the_mesh_keeps_the_last_fit():
     (np.array([[0.0, 0.0, np.nan]]), {}, "vertices"),
     (np.zeros((4, 2)), {}, "vertices"),
     (np.eye(3), {"spacing": 0.0}, "spacing"),
-    (np.eye(3), {"rounds": 0}, "rounds"),
-    (np.eye(3), {"anchor": np.zeros((0, 3))}, "anchor"),
+    (np.eye(3), {"iterations": 0}, "iterations"),
+    (np.eye(3), {"momentum": 2.0}, "momentum"),
     (np.eye(3), {"normals": np.ones((2, 3))}, "normals"),
     (np.eye(3), {"sliding": -1.0}, "sliding"),
+    (np.eye(3), {"faces": np.array([[0, 1, 7]])}, "faces"),
 ])
 def test_bad_input_is_refused_with_a_message(vertices, settings, message):
     with pytest.raises(GeometryError, match=message):

@@ -65,3 +65,10 @@ def test_sources_need_nothing_newer_than_python_3_10():
          "occflow_ros", "test", "benchmarks", "tools", "setup.py"],
         capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_linter_finds_nothing():
+    """ruff (pyflakes and pycodestyle, ruff.toml) over the whole repository: zero findings."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format",
+                             "concise", str(REPO)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,10 +1,10 @@
 """The demo's live path with the trained model: the node process, over real DDS, tracks a simulated person.
 
-``run_demo`` starts ``python -m occflow_ros.ros.node`` with the trained model, streams 2 s of a
+``run_demo`` starts ``python -m occflow_ros.ros.node`` with the trained model, streams 4 s of a
 simulated RealSense-like depth camera (320x240 here, to keep the test fast; floor, wall, noise and
 zero-valued invalid pixels as in the demo) watching a person do jumping jacks, records what the node
 publishes and scores it against the exact ground truth. Keyframes come every 0.5 s (window 0.5 s,
-residual trigger off), so the 2 s stream has at least two keyframe changes.
+residual trigger off), so the 4 s stream has several keyframe changes.
 
 The model: ``OCCFLOW_TEST_MODEL`` if set, else the shipped model (occflow_ros/weights/). No model,
 no pass: the test fails and says where the model belongs.
@@ -29,23 +29,23 @@ WINDOW_S = 0.5
 # their keyframe). What they rest on, measured on this scene (seeds 7, 11, 12, 13; Shape4D.trajectory):
 # jumping jacks move the surface by 3.7-5.9 cm on average in 0.1 s and 8.7-13 cm in 0.3-0.5 s, so
 # vertices that stay where the keyframe put them score ~7.5 cm or more over a 0.5 s window on top of
-# the keyframe mesh's own error. A tracker under 6 cm therefore follows the motion, and it must also
-# beat that static error (same matches, vertices frozen) by 15%: a field that does not move the
-# vertices fails both. The shipped model is under 6 cm but beats the static error by only 6-11%
-# (measured 4.41 vs 4.75 and 4.03 vs 4.31 cm in 10 s runs, 5.00 vs 5.61 cm in 20 s; the previous
-# model, without the rigid prior, 4.24 vs 4.28), so that test is a strict xfail: it runs, and a model that passes turns it red until the
-# mark goes. What the shipped model does meet, with the demo's CPU settings (48^3 MISE grid,
-# midpoint flow; the node processes 18-26 Hz here and on CI): the keyframe mesh within 2 cm of the
-# body where it matched it (measured 1.04-1.26 cm), the keyframe mesh's Chamfer-L1 against the
-# whole body (the unseen back is the model's completion) under 3 cm (measured 2.28-2.70 cm), and
-# the flow never worse than 3% over vertices left still, in correspondence and in Chamfer-L1
-# (measured 0.93-0.98x). Chamfer over all frames is not bounded: it depends on how many late frames
-# of each window the node got to (4.0-5.0 cm). A new keyframe keeps >= 30% of the tracked ids
-# every time and 40% on average (measured min 0.48-0.55, mean 0.53-0.66).
-CORR_L2_BOUND_CM = 6.0
+# the keyframe mesh's own error. A tracker under 7 cm therefore follows the motion. It must also beat
+# two baselines scored with the same matches: the vertices left where the keyframe put them (static)
+# by 15%, and the vertices moved by the one rigid motion that best fits the truth at each frame (an
+# oracle: no rigid tracker, however good, does better) by 5%; so a mesh left still, or one that moves
+# only rigidly, fails. Measured with the deformation graph in this 4 s scene at 19.7 Hz processed:
+# 4.79 and 4.49 cm tracked, 6.65 and 6.22 static (0.72), best rigid 5.58 and 5.08 (0.86, 0.88). In a
+# 2 s scene the ratio to static ranged 0.69-0.91 over three runs: too few segments to judge.
+# The keyframe mesh
+# within 2 cm of the body where it matched it (measured 1.04-1.26 cm), its Chamfer-L1 against the
+# whole body (the unseen back is the model's completion) under 3 cm (measured 2.28-2.70 cm). A new
+# keyframe keeps >= 30% of the tracked ids every time and 40% on average (measured min 0.48-0.55,
+# mean 0.53-0.66).
+CORR_L2_BOUND_CM = 7.0
 KEYFRAME_CHAMFER_BOUND_CM = 3.0
 KEYFRAME_CORR_BOUND_CM = 2.0
-STATIC_RATIO = 0.85
+STATIC_RATIO = 0.85  # tracked over static, at most
+RIGID_RATIO = 0.95  # tracked over the best rigid motion, at most
 NOT_WORSE = 1.03
 IDS_KEPT_MIN, IDS_KEPT_MEAN = 0.3, 0.4
 
@@ -65,7 +65,7 @@ def demo(tmp_path_factory):
     lines: list = []
     config = DemoConfig(
         model=model, out_root=tmp_path_factory.mktemp("demo"),
-        scene=SceneConfig(seed=11, motion="jumping_jacks", seconds=2.0, width=320, height=240),
+        scene=SceneConfig(seed=11, motion="jumping_jacks", seconds=4.0, width=320, height=240),
         parameters={"tracker.window_seconds": WINDOW_S, "tracker.residual_threshold": 0.0,
                     "diagnostics.period": 0.5},
         pictures=0, bag=False, startup_timeout=120.0)
@@ -87,7 +87,7 @@ def test_the_node_process_publishes_every_output_over_dds_and_exits_0_on_sigint(
     assert received.get("/diagnostics", 0) > 0
     assert s["node"]["exit_code"] == 0
     live = s["live"]
-    assert live["frames_processed"] >= 6, context(demo)  # 2 s at 30 Hz in, a few Hz out on this CPU
+    assert live["frames_processed"] >= 6, context(demo)  # 4 s at 30 Hz in, a few Hz out on this CPU
     assert live["latency_ms"]["all"]["p50"] > 0
     assert (demo.out_dir / "report.md").is_file() and (demo.out_dir / "report.json").is_file()
 
@@ -102,7 +102,7 @@ def test_vertex_ids_persist_across_at_least_two_keyframes(demo):
 
 
 def test_tracking_error_against_ground_truth_is_bounded(demo):
-    """What the shipped model does: a keyframe mesh close to the body, and a flow that never makes
+    """What the shipped model does: a keyframe mesh close to the body, and tracking that never makes
     the tracked vertices worse than leaving them where the keyframe put them."""
     err = demo.summary["errors"]
     corr = err["corr_l2_cm"]
@@ -115,15 +115,13 @@ def test_tracking_error_against_ground_truth_is_bounded(demo):
     assert chamfer["later_frames"] <= NOT_WORSE * chamfer["static_later_frames"], context(demo)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model follows the body's rigid motion but not yet "
-                   "its limbs: tracked vertices beat vertices left still by 6-11%, not 15% (README, "
-                   "'Training and the shipped model'; an open issue). strict: a model that passes "
-                   "makes this test fail until the mark is removed")
-def test_tracking_follows_the_motion_and_beats_vertices_left_still(demo):
+def test_tracking_follows_the_limbs_beyond_any_rigid_motion(demo):
     corr = demo.summary["errors"]["corr_l2_cm"]
     assert corr["later_frames"] <= CORR_L2_BOUND_CM, context(demo)
-    # vertices that stayed where the keyframe put them score the static error: the flow must beat it
+    # vertices left still, or moved by the best rigid motion, score the baselines: beat both
     assert corr["later_frames"] <= STATIC_RATIO * corr["static_later_frames"], context(demo)
+    assert corr["rigid_later_frames"] <= corr["static_later_frames"] + 1e-9  # still is rigid too
+    assert corr["later_frames"] <= RIGID_RATIO * corr["rigid_later_frames"], context(demo)
 
 
 def test_the_demo_without_a_model_exits_2_and_says_how_to_get_one(tmp_path, capsys):

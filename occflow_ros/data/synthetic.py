@@ -87,12 +87,14 @@ class SyntheticConfig:
 
 
 def random_camera(shape: DeformedShape, rng: np.random.Generator, cfg: SyntheticConfig,
-                  t: float) -> DepthCamera:
-    """A camera at a random distance, height and azimuth around the shape, looking at its middle."""
+                  t: float, azimuth: float | None = None) -> DepthCamera:
+    """A camera at a random distance, height and azimuth (radians about the vertical; drawn in
+    +-``cfg.yaw_spread`` unless given) around the shape, looking at its middle."""
     lo, hi = shape.bounds(t)
     centre = 0.5 * (lo + hi)
     distance = rng.uniform(*cfg.distance)
-    azimuth = rng.uniform(-cfg.yaw_spread, cfg.yaw_spread)
+    drawn = rng.uniform(-cfg.yaw_spread, cfg.yaw_spread)
+    azimuth = drawn if azimuth is None else float(azimuth)
     height = rng.uniform(*cfg.eye_height) * (shape.height / 1.75 if shape.height > 0 else 1.0)
     eye = centre + np.array([distance * np.cos(azimuth), distance * np.sin(azimuth), 0.0])
     eye[2] = height

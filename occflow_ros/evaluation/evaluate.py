@@ -98,11 +98,15 @@ def evaluate_window(tracker: Tracker, record: WindowRecord, *, rng: np.random.Ge
                                "dt": float(record.frame_times[f] - record.frame_times[keyframe_frame]),
                                "vertices": mesh.num_vertices}
         surface = record.surface_at(k)
+        # the static baseline: the keyframe mesh left where it was (same vertices, same faces)
+        still = mesh.num_vertices == len(keyframe_vertices)
         if surface is not None:
             pred = sample_surface(mesh.vertices, mesh.faces, chamfer_points, rng)
             row["chamfer_l1"] = chamfer_l1(pred, surface) / unit
-        # the static baseline: the keyframe mesh left where it was (same vertices, same faces)
-        still = mesh.num_vertices == len(keyframe_vertices)
+            if still:  # its own generator: the tracked numbers' draws stay as they were
+                kept = sample_surface(keyframe_vertices, mesh.faces, chamfer_points,
+                                      np.random.default_rng(f))
+                row["static_chamfer_l1"] = chamfer_l1(kept, surface) / unit
         if record.occ is not None:
             n_uniform = int(record.meta.get("occ_uniform", record.occ.shape[1]))
             occ_points, occ = record.occ_points[k][:n_uniform], record.occ[k][:n_uniform]
@@ -152,7 +156,8 @@ def summarize(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Means over windows: at the keyframe, at the window's end, and over all later GT frames."""
     ok = [w for w in windows if "frames" in w and w["frames"]]
     out: dict[str, Any] = {"windows": len(windows), "failed": len(windows) - len(ok)}
-    for key in ("iou", "static_iou", "chamfer_l1", "corr_l2", "static_corr_l2", "nn_corr_l2"):
+    for key in ("iou", "static_iou", "chamfer_l1", "static_chamfer_l1", "corr_l2", "static_corr_l2",
+                "nn_corr_l2"):
         first = [w["frames"][0].get(key) for w in ok if w["frames"][0]["dt"] == 0.0]
         last = [w["frames"][-1].get(key) for w in ok]
         later = [r.get(key) for w in ok for r in w["frames"] if r["dt"] > 0]

@@ -2,8 +2,8 @@
 (rigid, and non-rigid with a deformation graph).
 
 Everything here works on numpy arrays and plain callables: no ROS, and no import of the model room
-(a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``); the
-deformation graph alone fits with torch. open3d is imported only inside the functions that use it.
+(a model's occupancy enters meshing as ``field(points (M, 3) float32) -> (M,) logits``). open3d is
+imported only inside the functions that use it.
 """
 
 from .deformation import DeformationGraph
@@ -11,7 +11,8 @@ from .errors import GeometryError, MeshError, MeshingError, NormalizationError, 
 from .mesh import clean_mesh, is_watertight, mesh_area, mesh_volume, simplify_mesh
 from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_cubes
 from .normalization import Normalization
-from .registration import frame_poses, next_pose, register_to_keyframe
+from .queries import MeshScene, closest_surface_points, vertex_normals
+from .registration import best_rigid_motion, frame_poses, next_pose, register_to_keyframe
 from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, fit_normalization,
                          preprocess, valid_mask, voxel_downsample)
 
@@ -25,8 +26,10 @@ __all__ = [
     # point-cloud preprocessing
     "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
     "valid_mask", "voxel_downsample",
+    # queries against a mesh
+    "MeshScene", "closest_surface_points", "vertex_normals",
     # rigid registration, non-rigid tracking of a mesh
-    "frame_poses", "next_pose", "register_to_keyframe", "DeformationGraph",
+    "frame_poses", "next_pose", "register_to_keyframe", "best_rigid_motion", "DeformationGraph",
     # errors
     "GeometryError", "NormalizationError", "MeshingError", "MeshError", "PreprocessError",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import GeometryError
 
-__all__ = ["frame_poses", "next_pose", "register_to_keyframe"]
+__all__ = ["frame_poses", "next_pose", "register_to_keyframe", "best_rigid_motion"]
 
 
 def register_to_keyframe(keyframe: np.ndarray, frame: np.ndarray, init: np.ndarray | None = None,
@@ -83,3 +83,19 @@ def frame_poses(frames: Sequence[np.ndarray], max_distance: float = 0.02,
     for frame in frames[1:]:
         poses.append(next_pose(frames[0], frame, poses, max_distance, iterations))
     return np.stack(poses).astype(np.float32)
+
+
+def best_rigid_motion(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The rigid motion (R (3, 3), t (3,)) that carries points a (N, 3) onto their counterparts b
+    (N, 3) with the least (weighted) squared error (Kabsch: SVD of the weighted cross-covariance;
+    no reflection). weights: (N,) >= 0, default all 1."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    ca, cb = w @ a, w @ b
+    u, _, vt = np.linalg.svd((a - ca).T @ ((b - cb) * w[:, None]))
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    R = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return R, cb - R @ ca

@@ -34,12 +34,13 @@ class PointSetEncoder(nn.Module):
     """PointNet with residual blocks over a sequence of point sets: pooled per frame, then over time.
 
     Per frame: every point's features go through residual blocks, each followed by a max pool over
-    the frame's points whose result is concatenated to every point (frame context); the frame's feature f_k is the max and the mean of the last block's
-    features over its points. Over time, causally: the code of frame k is a small MLP of
-    [max_{j<=k} f_j, f_0, f_k, f_k - f_0] — the extremes reached so far, the keyframe, the latest frame
-    and how it differs from the keyframe (the motion signal: frames do not correspond point by point,
-    so motion is only visible as change of the frames' features). It depends on frames 0..k only;
-    frames may hold different numbers of points (masks) and need not correspond.
+    the frame's points whose result is concatenated to every point (frame context); the frame's
+    feature f_k is the max and the mean of the last block's features over its points. Over time,
+    causally: the code of frame k is a small MLP of [max_{j<=k} f_j, f_0, f_k, f_k - f_0] — the
+    extremes reached so far, the keyframe, the latest frame and how it differs from the keyframe
+    (the motion signal: frames do not correspond point by point, so motion is only visible as
+    change of the frames' features). It depends on frames 0..k only; frames may hold different
+    numbers of points (masks) and need not correspond.
     """
 
     def __init__(self, in_dim: int, hidden: int, c_dim: int, n_blocks: int,

@@ -159,20 +159,20 @@ def serialize_cdr(msg: Any, *, sequence_arrays: SequenceArrays | None = None,
                   padding: List[Tuple[int, int]] | None = None) -> bytes:
     """Serialize an rclpy message to little-endian CDR (XCDR1), as ``rclpy.serialization.serialize_message`` does.
 
-    Walks the message through its rosidl introspection (``get_fields_and_field_types``, ``SLOT_TYPES``),
-    so it follows whatever definition the installed interface package has (e.g. Marker gained its
-    texture and mesh_file fields in Humble; Foxy's has none). ``sequence_arrays`` maps ``(id(message_object), field_name)`` to a numpy array
-    that is written instead of that field's value: for a sequence of a struct whose fields all share
-    one primitive type (``geometry_msgs/Point``: 3 float64, ``std_msgs/ColorRGBA``: 4 float32) an
-    ``(n, n_fields)`` array of any real dtype (cast to the field type), written with one copy instead
-    of one Python object per element; for a sequence of primitives any array-like.
-    Alignment gaps are zero bytes (Fast CDR leaves them uninitialised, so rclpy's output can differ
-    there and only there); with ``padding`` given, the (payload offset, length) of every gap is
-    appended to it (payload offsets start after the 4-byte encapsulation header).
-    An empty message (std_msgs/Empty) is its one uint8, as rosbags writes it (rmw_fastrtps appends
-    three more padding bytes). Returns ``bytes`` (what ``Publisher.publish`` and the rosbags writer accept).
-    Raises ConversionError for field types it does not handle (wide strings, long double) or a
-    numpy array of the wrong shape.
+    Walks the message through its rosidl introspection (``get_fields_and_field_types``,
+    ``SLOT_TYPES``), so it follows whatever definition the installed interface package has (e.g.
+    Marker gained its texture and mesh_file fields in Humble; Foxy's has none). ``sequence_arrays``
+    maps ``(id(message_object), field_name)`` to a numpy array that is written instead of that
+    field's value: for a sequence of a struct whose fields all share one primitive type
+    (``geometry_msgs/Point``: 3 float64, ``std_msgs/ColorRGBA``: 4 float32) an ``(n, n_fields)``
+    array of any real dtype (cast to the field type), written with one copy instead of one Python
+    object per element; for a sequence of primitives any array-like. Alignment gaps are zero bytes
+    (Fast CDR leaves them uninitialised, so rclpy's output can differ there and only there); with
+    ``padding`` given, the (payload offset, length) of every gap is appended to it (payload offsets
+    start after the 4-byte encapsulation header). An empty message (std_msgs/Empty) is its one
+    uint8, as rosbags writes it (rmw_fastrtps appends three more padding bytes). Returns ``bytes``
+    (what ``Publisher.publish`` and the rosbags writer accept). Raises ConversionError for field
+    types it does not handle (wide strings, long double) or a numpy array of the wrong shape.
     """
     writer = _Writer(sequence_arrays or {})
     writer.message(msg)

@@ -9,6 +9,8 @@ place (:func:`tracker_config_from_parameters`). Nothing here imports rclpy, so i
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import math
 from dataclasses import dataclass
@@ -201,20 +203,28 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "0: keep the marching-cubes mesh", lo=0, hi=1_000_000),
     _P("tracker.meshing.largest_component", True, "keep only the largest connected piece of a keyframe "
        "mesh"),
-    _P("tracker.deformation.enabled", False, "carry the keyframe mesh by non-rigid registration to each "
-       "frame (an embedded deformation graph, as rigid as possible) instead of the velocity field; follows "
-       "deformations the learnt field misses, at several times a flow step's cost on a CPU"),
+    _P("tracker.deformation.enabled", True, "carry the keyframe mesh by non-rigid registration to each "
+       "frame (an embedded deformation graph, as rigid as possible, Levenberg-Marquardt); false: by the "
+       "velocity field"),
+    _P("tracker.deformation.flow_prior", False, "also integrate the velocity field over each frame's "
+       "interval and use its prediction as the graph's motion prior"),
+    _P("tracker.deformation.prior_weight", 0.1, "weight of the flow's predicted positions against the data",
+       lo=0.0, hi=1e6),
+    _P("tracker.deformation.rigid", True, "a bounded rigid stage first, kept only where it explains the "
+       "frame better than the last state"),
+    _P("tracker.deformation.max_angular_speed", 6.0, "how fast the tracked body may turn (rad/s)",
+       lo=1e-6, hi=1e3),
+    _P("tracker.deformation.max_speed", 3.0, "how fast the tracked body may move (m/s)", lo=1e-6, hi=1e3),
+    _P("tracker.deformation.momentum", 0.8, "how much of each graph node's last motion it continues "
+       "before the fit (constant velocity)", lo=0.0, hi=1.0),
     _P("tracker.deformation.node_spacing", 0.07, "graph node spacing, normalised units", lo=0.005, hi=1.0),
     _P("tracker.deformation.rigidity", 1.0, "weight of keeping neighbouring nodes moving rigidly together",
        lo=0.0, hi=1e6),
-    _P("tracker.deformation.rigid", True, "register the keyframe's input points to each frame's first (ICP, "
-       "like the rigid prior) and fit the graph to what that rigid motion leaves"),
     _P("tracker.deformation.sliding", 0.1, "weight of the point-to-point distance beside the point-to-plane "
        "one in the fit", lo=0.0, hi=1e6),
     _P("tracker.deformation.max_distance", 0.04, "observed points farther than this from the mesh "
        "(normalised units) are left out of the fit", lo=1e-6, hi=1.0),
-    _P("tracker.deformation.rounds", 3, "nearest-vertex updates per frame", lo=1, hi=100),
-    _P("tracker.deformation.iterations", 10, "L-BFGS iterations per update", lo=1, hi=1000),
+    _P("tracker.deformation.iterations", 4, "Levenberg-Marquardt steps per frame", lo=1, hi=1000),
     _P("tracker.deformation.points", 1024, "observed points per frame the graph is fit to, at most (an "
        "even stride)", lo=3, hi=10_000_000),
     _P("tracker.preprocess.roi_enabled", False, "crop the input to the box roi_min..roi_max (sensor "
@@ -358,11 +368,8 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
         raise _group_error("solver", e) from None
     dd = t + "deformation."
     try:
-        deformation = DeformationConfig(
-            enabled=v[dd + "enabled"], rigid=v[dd + "rigid"], node_spacing=v[dd + "node_spacing"],
-            rigidity=v[dd + "rigidity"], sliding=v[dd + "sliding"],
-            max_distance=v[dd + "max_distance"], rounds=v[dd + "rounds"],
-            iterations=v[dd + "iterations"], points=v[dd + "points"])
+        deformation = DeformationConfig(**{
+            f.name: v[dd + f.name] for f in dataclasses.fields(DeformationConfig)})
     except TrackingError as e:
         raise _group_error("deformation.", e) from None
     window = v[t + "window_seconds"]

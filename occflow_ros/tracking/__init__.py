@@ -1,7 +1,7 @@
 """The streaming engine: frame window, keyframe policy, vertex propagation, persistent ids."""
 
 from .config import DeformationConfig, MeshingConfig, TrackerConfig, TrackingError
-from .ids import IdAssignment, closest_surface_points, inherit_ids
+from .ids import IdAssignment, inherit_ids
 from .tracker import Tracker, TrackingCancelled
 from .types import TrackedMesh
 
@@ -14,6 +14,5 @@ __all__ = [
     "TrackerConfig",
     "TrackingCancelled",
     "TrackingError",
-    "closest_surface_points",
     "inherit_ids",
 ]

@@ -64,44 +64,58 @@ class MeshingConfig:
 
 @dataclass(frozen=True)
 class DeformationConfig:
-    """Carry the keyframe mesh by non-rigid registration to each frame instead of the velocity field.
+    """Carry the keyframe mesh by non-rigid registration to each frame
+    (``occflow_ros.geometry.DeformationGraph``: an embedded deformation graph on the keyframe mesh,
+    fit to the frame's observed points by Levenberg-Marquardt from the last frame's fit).
 
-    enabled: each tracked frame fits an embedded deformation graph on the keyframe mesh
-      (``occflow_ros.geometry.DeformationGraph``) to the frame's observed points, from the last
-      frame's fit; the vertices (and the input correspondences) follow the graph, and the motion
-      networks are not run. It follows deformations the learnt field does not (held-out synthetic
-      windows, README "Training"), at several times the cost of a flow step on a CPU.
-    rigid: first register the keyframe's input points to the frame's (ICP, as the rigid prior
-      does), and fit the graph to what that rigid motion leaves; without it a surface that slides
-      along itself (a turning body) drags the mesh's vertices out of place.
+    enabled: the graph carries the mesh (and the input correspondences); otherwise the velocity
+      field does.
+    flow_prior: with the graph, also integrate the velocity field over the frame's interval and use
+      the predicted vertices as the fit's motion prior (its rigid stage may start there, and each
+      vertex is drawn towards its prediction with weight ``prior_weight``); costs the motion
+      encoder and one flow step per frame.
+    prior_weight: weight of the flow's predicted positions against the data term.
+    rigid: a rigid stage first: one motion of the whole mesh fit to the frame, bounded by
+      ``max_angular_speed`` and ``max_speed`` times the time since the last frame, and kept only
+      where it explains the frame better than the state it started from.
+    max_angular_speed / max_speed: how fast the tracked body may turn (rad/s) and move (m/s).
+    momentum: each graph node first continues this much of its last frame's motion (constant
+      velocity, 0..1), and the fit starts there: a limb that swings faster than ``max_distance``
+      per frame is not left behind.
     node_spacing: graph node spacing, normalised units (1 = the keyframe's size / (1 - margin)).
     rigidity: weight of the as-rigid-as-possible term between neighbouring nodes.
-    sliding: weight of the point-to-point distance beside the point-to-plane one (a point seen
-      between vertices should not drag its nearest vertex along the surface).
+    sliding: weight of the point-to-point distance beside the point-to-plane one.
     max_distance: observed points farther than this from the mesh (normalised) are left out.
-    rounds / iterations: nearest-vertex updates per frame, and L-BFGS iterations per update.
+    iterations: Levenberg-Marquardt steps per frame (nearest vertices renewed before each).
     points: observed points per frame at most (an even stride through them).
     """
 
-    enabled: bool = False
+    enabled: bool = True
+    flow_prior: bool = False
+    prior_weight: float = 0.1
     rigid: bool = True
+    max_angular_speed: float = 6.0
+    max_speed: float = 3.0
+    momentum: float = 0.8
     node_spacing: float = 0.07
     rigidity: float = 1.0
     sliding: float = 0.1
     max_distance: float = 0.04
-    rounds: int = 3
-    iterations: int = 10
+    iterations: int = 4
     points: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "rigid"):
+        for name in ("enabled", "flow_prior", "rigid"):
             if not isinstance(getattr(self, name), bool):
                 raise TrackingError(f"deformation.{name} must be true or false")
+        _num("deformation", "prior_weight", self.prior_weight, 0.0, 1e6)
+        _num("deformation", "max_angular_speed", self.max_angular_speed, 0.0, 1e3, lo_open=True)
+        _num("deformation", "max_speed", self.max_speed, 0.0, 1e3, lo_open=True)
+        _num("deformation", "momentum", self.momentum, 0.0, 1.0)
         _num("deformation", "node_spacing", self.node_spacing, 0.005, 1.0)
         _num("deformation", "rigidity", self.rigidity, 0.0, 1e6)
         _num("deformation", "sliding", self.sliding, 0.0, 1e6)
         _num("deformation", "max_distance", self.max_distance, 0.0, 1.0, lo_open=True)
-        _num("deformation", "rounds", self.rounds, 1, 100, integer=True)
         _num("deformation", "iterations", self.iterations, 1, 1000, integer=True)
         _num("deformation", "points", self.points, 3, 10_000_000, integer=True)
 

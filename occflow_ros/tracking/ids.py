@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["IdAssignment", "inherit_ids", "closest_surface_points"]
+from ..geometry.queries import closest_surface_points
+
+__all__ = ["IdAssignment", "inherit_ids"]
 
 
 @dataclass
@@ -22,27 +24,6 @@ class IdAssignment:
     canonical: np.ndarray
     next_id: int
     inherited: int
-
-
-def closest_surface_points(vertices: np.ndarray, faces: np.ndarray, queries: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each query (Q, 3), the closest point on the triangle mesh (open3d raycasting scene).
-
-    Returns (distance (Q,), triangle index (Q,) int64, barycentric weights (Q, 3) of that triangle's
-    three corners).
-    """
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices, np.float32)),
-                        o3d.core.Tensor(np.ascontiguousarray(faces, np.uint32)))
-    result = scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(queries, np.float32)))
-    points = result["points"].numpy()
-    tri = result["primitive_ids"].numpy().astype(np.int64)
-    uv = result["primitive_uvs"].numpy().astype(np.float64)
-    bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
-    dist = np.linalg.norm(points - queries, axis=1)
-    return dist, tri, bary
 
 
 def inherit_ids(new_vertices: np.ndarray, old_vertices: np.ndarray, old_faces: np.ndarray,

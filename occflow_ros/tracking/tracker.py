@@ -12,10 +12,12 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from ..geometry import (
     DeformationGraph,
     Normalization,
+    best_rigid_motion,
     clean_mesh,
     extract_mesh,
     fit_normalization,
@@ -34,7 +36,8 @@ from ..model import (
 )
 from ..model.flow import MIN_CHUNK
 from .config import TrackerConfig, TrackingError
-from .ids import closest_surface_points, inherit_ids
+from ..geometry.queries import MeshScene
+from .ids import inherit_ids
 from .types import TrackedMesh
 
 __all__ = ["Tracker", "TrackingCancelled"]
@@ -68,6 +71,7 @@ class _Segment:
     t_prev: float  # normalised time of the last frame
     frames: int
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
+    coverage: float  # mean distance (m) of the keyframe mesh's visible vertices to its points
     # with the rigid prior: the keyframe's input points (normalised), and each frame's normalised
     # time and ICP pose relative to the keyframe, keyframe first
     key_points: np.ndarray | None = None
@@ -284,13 +288,21 @@ class Tracker:
             if adopted:
                 info["keyframe"] = True  # the new mesh appears with this frame
                 mesh = dataclasses.replace(mesh, topology_changed=True)
-            residual = info.get("residual_m", 0.0)
-            threshold = self.config.residual_threshold
-            base = self._segment.residual
-            if threshold > 0 and residual > base + threshold and not adopted and self._job is None:
-                reason = (f"tracking residual {residual:.3f} m grew by more than {threshold:.3f} m "
-                          f"over the keyframe's {base:.3f} m")
-                self._last = mesh  # the new keyframe inherits ids from the tracked mesh at this time
+            reason = self._lost(info) if not adopted and self._job is None else None
+            if reason is not None:
+                seg = self._segment
+                if seg.deformation is not None and self._last is not None:
+                    # fall back to the last good state: the graph as it was before this frame,
+                    # and the mesh published for it (the new keyframe inherits its ids)
+                    vertices = seg.deformation.revert()
+                    seg.vertices = torch.from_numpy(vertices.astype(np.float32)).to(
+                        self.device)[None]
+                    info["fallback"] = reason
+                    mesh = dataclasses.replace(self._last, stamp=stamp, topology_changed=False,
+                                               info=info, input_points=None,
+                                               input_keyframe_points=None)
+                else:
+                    self._last = mesh  # the new keyframe inherits ids from the tracked mesh now
                 if self._background_ok(False):
                     self._start_job(observed, stamp, reason)
                     reason, started_job = None, True
@@ -411,20 +423,20 @@ class Tracker:
         keyframe_id = self._keyframes
         self._keyframes += 1
         faces = build.faces.astype(np.uint32)
-        residual = self._residual(build.vertices_m, faces, build.observed)
+        residual, coverage = self._residuals(build.vertices_m, faces, build.observed)
         self._keyframe_seconds = build.seconds
         seg = _Segment(
             keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, encoder=build.encoder,
             code=build.code, vertices=torch.from_numpy(build.vertices).to(self.device)[None],
             faces=faces, ids=np.zeros(0, np.uint32), canonical=np.zeros((0, 3), np.float32),
-            t_prev=0.0, frames=1, residual=residual)
+            t_prev=0.0, frames=1, residual=residual, coverage=coverage)
         d = self.config.deformation
         if d.enabled:
             seg.deformation = DeformationGraph(
-                build.vertices, spacing=d.node_spacing, rigidity=d.rigidity,
-                max_distance=d.max_distance, rounds=d.rounds, iterations=d.iterations,
-                sliding=d.sliding, anchor=build.x[0].float().cpu().numpy() if d.rigid else None,
-                device=self.device)
+                build.vertices, faces, spacing=d.node_spacing, rigidity=d.rigidity,
+                sliding=d.sliding, max_distance=d.max_distance, iterations=d.iterations,
+                rigid_iterations=3 if d.rigid else 0, momentum=d.momentum,
+                prior=d.prior_weight if d.flow_prior else 0.0)
         elif self.model.rigid:
             seg.add_pose(build.x, 0.0)
         return seg
@@ -451,7 +463,7 @@ class Tracker:
         assignment = self._inherit(vertices_m)
         seg.ids, seg.canonical = assignment.ids, assignment.canonical
         self._segment = seg
-        info["residual_m"] = seg.residual
+        info["residual_m"], info["coverage_m"] = seg.residual, seg.coverage
         info.update(keyframe=True, keyframe_reason=reason, ids_inherited=assignment.inherited,
                     ids_fresh=len(vertices_m) - assignment.inherited)
         seen = build.norm.to_metres(build.x[0].float().cpu().numpy())  # the points the model was given
@@ -497,8 +509,7 @@ class Tracker:
         if job.pending and seg.deformation is not None:
             # the frames seen while it was meshed, one fit each, in order
             for p, t in job.pending:
-                seg.vertices = seg.deformation.fit(self._observed_normalized(p, build.norm))[None]
-            seg.t_prev = (job.pending[-1][1] - build.stamp) / self.time_scale
+                self._fit_graph(seg, p, (t - build.stamp) / self.time_scale)
             seg.frames += len(job.pending)
         elif job.pending:
             # the frames seen while it was meshed: one encoder pass, one solve to the last of them
@@ -569,7 +580,7 @@ class Tracker:
         seg.frames += 1
         vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
         info.update(keyframe=False, encode_ms=1e3 * (t1 - t0), flow_ms=1e3 * (t2 - t1))
-        info["residual_m"] = self._residual(vertices_m, seg.faces, observed)
+        info["residual_m"], info["coverage_m"] = self._residuals(vertices_m, seg.faces, observed)
         keyframe_points = None
         if self.config.input_correspondences:
             back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
@@ -590,31 +601,101 @@ class Tracker:
         keyframe mesh; the input correspondences come from the same fit."""
         t0 = time.perf_counter()
         graph = seg.deformation
-        seg.vertices = graph.fit(self._observed_normalized(observed, seg.norm))[None]
+        predicted = None
+        if self.config.deformation.flow_prior:
+            predicted = self._flow_prediction(seg, x, t_now)
+            info["flow_ms"] = 1e3 * (time.perf_counter() - t0)
+        t_fit = time.perf_counter()
+        self._fit_graph(seg, observed, t_now, predicted)
         t1 = time.perf_counter()
-        seg.t_prev = t_now
+        info["deformation_rigid_ms"] = 1e3 * graph.last_timings.get("rigid", 0.0)
         seg.frames += 1
         vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
-        info.update(keyframe=False, deformation_ms=1e3 * (t1 - t0), deformation_pairs=graph.last_pairs)
-        info["residual_m"] = self._residual(vertices_m, seg.faces, observed)
+        info.update(keyframe=False, deformation_ms=1e3 * (t1 - t_fit),
+                    deformation_pairs=graph.last_pairs)
+        info["residual_m"], info["coverage_m"] = self._residuals(vertices_m, seg.faces, observed)
         seen = seg.norm.to_metres(x[0].float().cpu().numpy())
         keyframe_points = None
         if self.config.input_correspondences:
-            back = graph.keyframe_positions(x[0].float())
-            keyframe_points = seg.norm.to_metres(back.cpu().numpy())
+            back = graph.keyframe_positions(x[0].float().cpu().numpy())
+            keyframe_points = seg.norm.to_metres(back.astype(np.float32))
         return TrackedMesh(
             stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=seen,
             input_keyframe_points=keyframe_points, info=info)
 
-    def _residual(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray) -> float:
-        """Mean distance (m) from the observed points to the mesh, each clipped at residual_clip, over
-        an even stride of at most ``residual_points`` of them (deterministic: the same frame gives
-        the same residual)."""
+    def _flow_prediction(self, seg: _Segment, x: torch.Tensor, t_now: float) -> np.ndarray:
+        """Where the velocity field carries the graph's vertices from the last frame's time to
+        t_now (normalised, (V, 3)): the motion code takes this frame's input points x first. With
+        the rigid prior the field's poses are the graph's own rigid motion, held over the frame,
+        so the prediction is the field's learnt motion in the body frame."""
+        model = self.model
+        with self._autocast():
+            codes, seg.encoder = model.encode_motion(
+                x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
+        seg.code = codes[:, -1].float()
+        poses = None
+        if model.rigid:
+            R, t = best_rigid_motion(seg.deformation.vertices, seg.deformation.warped)
+            pose = np.eye(4, dtype=np.float32)
+            pose[:3, :3], pose[:3, 3] = R, t
+            poses = FramePoses(torch.tensor([[seg.t_prev, max(t_now, seg.t_prev)]],
+                                            device=self.device),
+                               torch.from_numpy(np.stack([pose, pose])).to(self.device)[None])
+        moved = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
+                           chunk_size=self._chunk, autocast_dtype=self.autocast, poses=poses)
+        return moved[0].float().cpu().numpy()
+
+    def _fit_graph(self, seg: _Segment, observed: np.ndarray, t_now: float,
+                   predicted: np.ndarray | None = None) -> None:
+        """Fit the segment's deformation graph to a frame (metres) at normalised time t_now: the
+        rigid stage bounded by what a body does in the time since the last frame; ``predicted``:
+        the motion prior's vertices (normalised)."""
+        d = self.config.deformation
+        dt = max(t_now - seg.t_prev, 0.0) * self.time_scale
+        camera = seg.norm.to_normalized(np.zeros((1, 3)))[0]
+        warped = seg.deformation.fit(
+            self._observed_normalized(observed, seg.norm), camera=camera, predicted=predicted,
+            max_rotation=d.max_angular_speed * dt, max_translation=d.max_speed * dt / seg.norm.scale,
+            dt=dt)
+        seg.vertices = torch.from_numpy(warped.astype(np.float32)).to(self.device)[None]
+        seg.t_prev = t_now
+
+    def _residuals(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
+                   ) -> tuple[float, float]:
+        """How well a mesh (metres) and a frame's points explain each other, both ways, over an
+        even stride of at most ``residual_points`` points (deterministic), distances clipped at
+        ``residual_clip``:
+        - residual: the mean distance from the observed points to the mesh's surface;
+        - coverage: the mean distance from the mesh's vertices that the camera sees (facing it, not
+          hidden) to the nearest observed point. A mesh turned or slid away from the body shows the
+          camera surface where nothing was seen, while the points may still lie near some of it."""
+        clip = self.config.residual_clip
         observed = _even_stride(observed, self.config.residual_points)
-        dist, _, _ = closest_surface_points(vertices, faces, observed)
-        return float(np.minimum(dist, self.config.residual_clip).mean())
+        scene = MeshScene(vertices, faces)
+        dist, _, _ = scene.closest_points(observed)
+        residual = float(np.minimum(dist, clip).mean())
+        candidates = _even_stride(np.arange(len(vertices)), self.config.residual_points)
+        seen = vertices[scene.visible(candidates)]
+        if not len(seen):
+            return residual, clip
+        gap, _ = cKDTree(observed).query(seen, distance_upper_bound=clip)
+        return residual, float(np.minimum(gap, clip).mean())
+
+    def _lost(self, info: dict) -> str | None:
+        """Why the tracked mesh no longer explains the frame (None: it does): the residual or the
+        coverage grew by more than ``residual_threshold`` over the keyframe's own."""
+        threshold = self.config.residual_threshold
+        seg = self._segment
+        if threshold <= 0 or seg is None:
+            return None
+        for name, value, base in (("residual", info.get("residual_m", 0.0), seg.residual),
+                                  ("coverage", info.get("coverage_m", 0.0), seg.coverage)):
+            if value > base + threshold:
+                return (f"tracking {name} {value:.3f} m grew by more than {threshold:.3f} m over "
+                        f"the keyframe's {base:.3f} m")
+        return None
 
     def _hold(self, stamp: float, why: str, info: dict, started: float | None
               ) -> TrackedMesh | None:

@@ -1,0 +1,66 @@
+"""The deformation graph's fit per frame: milliseconds on one CPU core for a 2000-vertex keyframe mesh
+and 1000 observed points (the tracking issue's target: at most 10 ms).
+
+Run:  . tools/env.sh && python benchmarks/bench_deformation.py [--windows 3] [--vertices 2000]
+
+A held-out synthetic person (seed 1001's human windows) is meshed exactly at the window's first
+frame (the shape's own mesh, decimated to ``--vertices``), put in the normalised space the tracker
+uses, and the graph is fit to each later frame's observed points (an even stride of 1000), as the
+tracker does. Printed: nodes, the fit's median and p95 per frame, and the share of the rigid stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from occflow_ros.data import MotionRanges
+from occflow_ros.data.synthetic import SyntheticConfig, synthetic_records
+from occflow_ros.data.world import shape_from_description
+from occflow_ros.geometry import DeformationGraph, fit_normalization, simplify_mesh
+
+
+def windows(count: int, vertices: int):
+    """(graph inputs, frames) of ``count`` held-out human windows: the keyframe mesh (normalised),
+    its faces, the normalised frames and the camera position."""
+    cfg = SyntheticConfig(ranges=MotionRanges(amplitude=(1.0, 1.2)), families=("human",),
+                          family_weights=(1.0,), frame_points=4096)
+    for record in synthetic_records(1001, count, cfg):
+        shape = shape_from_description(record.meta["shape"])
+        world_to_camera = np.linalg.inv(np.asarray(record.meta["camera_to_world"]))
+        v, f = shape.mesh(float(record.meta["t_start"]))
+        v = v @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+        v, f = simplify_mesh(v, f, target_vertices=vertices)
+        norm = fit_normalization(record.frame_points[0], padding=0.15)
+        frames = [norm.to_normalized(p) for p in record.frame_points[1:]]
+        yield (norm.to_normalized(v), f), frames, norm.to_normalized(np.zeros((1, 3)))[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--vertices", type=int, default=2000)
+    parser.add_argument("--points", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    fits, rigid = [], []
+    for (v, f), frames, camera in windows(args.windows, args.vertices):
+        graph = DeformationGraph(v, f)
+        for p in frames:
+            p = p[:: max(1, -(-len(p) // args.points))]
+            t0 = time.perf_counter()
+            graph.fit(p, camera=camera, max_rotation=0.2, max_translation=0.05)
+            fits.append(time.perf_counter() - t0)
+            rigid.append(graph.last_timings.get("rigid", 0.0))
+        print(f"window: {len(v)} vertices, {graph.num_nodes} nodes, {len(graph.edges) // 2} links, "
+              f"{len(frames)} frames, {graph.last_pairs} pairs in the last")
+    ms = 1e3 * np.asarray(fits)
+    print(f"fit per frame (1 thread): median {np.median(ms):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms; "
+          f"rigid stage median {1e3 * np.median(rigid):.1f} ms; target <= 10 ms")
+
+
+if __name__ == "__main__":
+    main()
