@@ -108,7 +108,8 @@ class DeformationGraph:
             raise GeometryError(f"DeformationGraph: vertices must be finite (V>0, 3), got {v.shape}")
         checks = {"spacing": spacing > 0, "max_distance": max_distance > 0,
                   "rigidity": rigidity >= 0, "sliding": sliding >= 0, "prior": prior >= 0,
-                  "iterations": iterations >= 1, "momentum": 0 <= momentum <= 1, "neighbours": neighbours >= 1,
+                  "iterations": iterations >= 1, "momentum": 0 <= momentum <= 1,
+                  "neighbours": neighbours >= 1,
                   "edges_per_node": edges_per_node >= 1, "rigid_iterations": rigid_iterations >= 0,
                   "max_rotation": max_rotation > 0, "max_translation": max_translation > 0}
         for name, ok in checks.items():
@@ -140,9 +141,11 @@ class DeformationGraph:
         # the rigid stage: pairs within twice max_distance (it must reach a whole frame's motion),
         # point-to-plane almost alone (nearest-vertex point-to-point pairs hold a sliding surface
         # back: 0.1 of it made the stage recover a 0.04 rad turn as 0.02 in 3 steps, 0.01 as
-        # 0.039), and kept only where it explains the frame 15% better than its start: a mesh that
+        # 0.039), and kept only where it explains the frame 5% better than its start: a mesh that
         # is a little off the data everywhere (the keyframe's own error) then does not move as a
-        # whole to sit on it (held-out jumping jacks: 0.042 -> 0.031 correspondence L2)
+        # whole to sit on it (held-out jumping jacks at the window's end: 0.042 correspondence L2
+        # with no margin, 0.031 with it); 15% held back a slowly turning body (an ellipsoid
+        # turning 0.04 rad a frame ended at 0.60 of the still mesh's error instead of 0.16)
         self.rigid_distance = 2 * self.max_distance
         self.rigid_margin = 0.05
         self.rigid_sliding = 0.01
