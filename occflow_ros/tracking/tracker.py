@@ -1,4 +1,5 @@
-"""The streaming tracker: mesh at keyframes, carry the vertices through the velocity field in between."""
+"""The streaming tracker: mesh at keyframes, carry the vertices in between (a deformation graph fit
+to each frame by default, or the velocity field)."""
 
 from __future__ import annotations
 
@@ -136,8 +137,14 @@ class Tracker:
     - A keyframe (first frame, window elapsed, too many frames, a long gap, or a tracking residual
       over the threshold) encodes the frame, extracts a mesh with MISE + marching cubes, simplifies it
       and gives its vertices ids inherited from the tracked mesh it replaces.
-    - Every other frame updates the causal motion code with this frame only (constant cost) and
-      carries the vertices from the previous frame's time to this one through the velocity field.
+    - Every other frame carries the vertices from the previous frame's time to this one: by default
+      the segment's deformation graph is fit to the frame (``config.deformation``: a bounded rigid
+      stage, then Levenberg-Marquardt over the graph's nodes); with ``deformation.enabled`` false
+      the causal motion code takes this frame only (constant cost) and the velocity field carries
+      them. Each tracked frame is checked both ways (``residual_m``: the points to the mesh;
+      ``coverage_m``: the mesh's visible vertices to the points); either growing by more than
+      ``residual_threshold`` over the keyframe's forces a keyframe, and the graph falls back to its
+      state before the frame (the frame publishes the last good mesh, ``info["fallback"]``).
     - A stamp earlier than the previous one (bag loop, sim-time reset) resets the tracker; a repeated
       stamp or an empty frame returns the last mesh again with ``info["held"]`` saying why.
     Returns None until a first mesh exists. The tracker owns all its state; ``reset()`` clears it
