@@ -274,15 +274,13 @@ class DeformationGraph:
         return int(len(self.nodes))
 
     # -- the warp ----------------------------------------------------------------------------------
-    def warp(self, R: np.ndarray | None = None, t: np.ndarray | None = None,
-             subset: np.ndarray | None = None) -> np.ndarray:
-        """The keyframe vertices (or those indexed by ``subset``) moved by node motions (the
-        current ones by default): (V, 3)."""
+    def warp(self, R: np.ndarray | None = None, t: np.ndarray | None = None) -> np.ndarray:
+        """The keyframe vertices moved by node motions (the current ones by default): (V, 3)."""
         R = self.R if R is None else R
         t = self.t if t is None else t
         # x_v = sum_k w_vk (R_k d_vk + g_k + t_k), as two sparse products over the nodes
         x = self._rotate @ R.transpose(0, 2, 1).reshape(-1, 3) + self._translate @ (self.nodes + t)
-        return x if subset is None else x[subset]
+        return x
 
     def turned_normals(self, R: np.ndarray | None = None) -> np.ndarray:
         """The keyframe normals turned by the node rotations: (V, 3) unit."""
