@@ -8,6 +8,7 @@ import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -235,7 +236,7 @@ class Tracker:
             return True
         try:
             self._job.future.exception(timeout)
-        except TimeoutError:
+        except (TimeoutError, FutureTimeout):  # distinct classes before Python 3.11
             return False
         return True
 
