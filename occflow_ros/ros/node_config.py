@@ -165,8 +165,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("tracker.window_seconds", 0.0, "a new keyframe at most this long after the last one (s); 0: the "
        "model's trained window", lo=0.0, hi=3600.0),
     _P("tracker.max_frames", 30, "frames per keyframe segment, keyframe included", lo=2, hi=100_000),
-    _P("tracker.residual_threshold", 0.03, "growth (m) of the mean distance from the observed points to "
-       "the tracked surface over its value at the keyframe that forces a keyframe; 0: never",
+    _P("tracker.residual_threshold", 0.03, "growth (m) over the keyframe's values of the mean distance "
+       "from the observed points to the tracked surface, or from its visible vertices to the points, "
+       "that forces a keyframe; 0: never",
        lo=0.0, hi=100.0),
     _P("tracker.residual_clip", 0.2, "distances are clipped here (m) before averaging", lo=1e-6, hi=100.0),
     _P("tracker.residual_points", 1024, "the residual is averaged over at most this many observed points "

@@ -128,10 +128,12 @@ class TrackerConfig:
       always normalised with the model's own window; a longer window here makes the velocity field
       extrapolate beyond the times it was trained on.
     max_frames: frames per keyframe segment, keyframe included, before a new keyframe.
-    residual_threshold: the tracking residual is the mean distance (m) from the observed points to
-      the tracked surface; when it has grown by more than this over its value at the keyframe, the
-      tracked mesh no longer explains the data as well as the keyframe did and a new keyframe is
-      forced; 0 disables the check. (Relative to the keyframe, so a model that reconstructs an
+    residual_threshold: each tracked frame is checked both ways: the residual, the mean distance (m)
+      from the observed points to the tracked surface, and the coverage, the mean distance from the
+      mesh's camera-visible vertices to the observed points; when either has grown by more than
+      this over its value at the keyframe, the tracked mesh no longer explains the data as well as
+      the keyframe did and a new keyframe is forced (with the deformation graph, the frame falls
+      back to the last good state); 0 disables the check. (Relative to the keyframe, so a model that reconstructs an
       object less exactly does not re-key on every frame.)
     residual_clip: distances are clipped here (m) before averaging (robust to stray points).
     residual_points: the residual is averaged over at most this many observed points, an even
@@ -149,7 +151,7 @@ class TrackerConfig:
     solver: integrates the vertices from one frame to the next.
     correspondence_solver: the backward solve of the observed points (coarser is fine).
     chunk_size: points per ODE solve. seed: subsampling of input points (reproducible runs).
-    deformation: carry the mesh by non-rigid registration instead of the flow (off by default).
+    deformation: how the mesh is carried: non-rigid registration (the default) or the flow.
     """
 
     window_seconds: float | None = None

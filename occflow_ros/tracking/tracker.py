@@ -302,9 +302,7 @@ class Tracker:
                 if seg.deformation is not None and self._last is not None:
                     # fall back to the last good state: the graph as it was before this frame,
                     # and the mesh published for it (the new keyframe inherits its ids)
-                    vertices = seg.deformation.revert()
-                    seg.vertices = torch.from_numpy(vertices.astype(np.float32)).to(
-                        self.device)[None]
+                    self._set_vertices(seg, seg.deformation.revert())
                     info["fallback"] = reason
                     mesh = dataclasses.replace(self._last, stamp=stamp, topology_changed=False,
                                                info=info, input_points=None,
@@ -667,8 +665,12 @@ class Tracker:
             self._observed_normalized(observed, seg.norm), camera=camera, predicted=predicted,
             max_rotation=d.max_angular_speed * dt, max_translation=d.max_speed * dt / seg.norm.scale,
             dt=dt)
-        seg.vertices = torch.from_numpy(warped.astype(np.float32)).to(self.device)[None]
+        self._set_vertices(seg, warped)
         seg.t_prev = t_now
+
+    def _set_vertices(self, seg: _Segment, vertices: np.ndarray) -> None:
+        """The segment's vertices (1, V, 3) float32 on the device, from the graph's (V, 3)."""
+        seg.vertices = torch.from_numpy(vertices.astype(np.float32)).to(self.device)[None]
 
     def _residuals(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
                    ) -> tuple[float, float]:
