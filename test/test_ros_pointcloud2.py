@@ -203,6 +203,34 @@ def test_read_xyz_drops_nan_inf_and_zero_points_and_marks_them_nan_when_organize
     assert not np.shares_memory(read_xyz(msg), msg.data)
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_read_xyz_stride_keeps_every_nth_row_and_column_on_every_path(stride):
+    height, width = 7, 10
+    pts = np.random.default_rng(stride).uniform(0.2, 2.0, size=(height, width, 3)).astype(np.float32)
+    pts[0, 0] = 0.0  # an invalid pixel the stride keeps: dropped as ever
+    pts[1, 1] = np.nan  # a skipped one
+    msg = xyz_cloud(Header(frame_id="cam"), pts)
+    kept = pts[::stride, ::stride]
+    valid = np.isfinite(kept).all(-1) & (kept != 0).any(-1)
+    assert np.array_equal(read_xyz(msg, stride=stride), kept[valid])  # the 12-byte-run path
+    organized = read_xyz(msg, stride=stride, organized=True)
+    assert organized.shape == kept.shape and np.isnan(organized[~valid]).all()
+    assert np.array_equal(read_xyz(msg, stride=stride, skip_invalid=False), kept.reshape(-1, 3),
+                          equal_nan=True)
+    # float64 coordinates take the converting path, with the same stride
+    wide = make_cloud(Header(frame_id="cam"), {a: pts[..., i].astype(np.float64)
+                                               for i, a in enumerate("xyz")})
+    assert np.array_equal(read_xyz(wide, stride=stride), kept[valid])
+    # an unorganized cloud keeps every stride**2-th point
+    flat = xyz_cloud(Header(frame_id="cam"), pts.reshape(-1, 3))
+    every = pts.reshape(-1, 3)[::stride * stride]
+    assert np.array_equal(read_xyz(flat, stride=stride),
+                          every[np.isfinite(every).all(-1) & (every != 0).any(-1)])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(PointCloud2Error, match="stride"):
+            read_xyz(msg, stride=bad)
+
+
 @pytest.mark.parametrize("datatype,big", [(PointField.FLOAT64, False), (F32, True), (PointField.FLOAT64, True),
                                           (PointField.INT16, False)],
                          ids=["float64", "float32-big", "float64-big", "int16"])

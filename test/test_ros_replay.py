@@ -279,3 +279,27 @@ def test_params_files_are_read_without_rclpy_and_mapped_by_the_nodes_own_functio
     typo.write_text("/**:\n  ros__parameters:\n    tracker: {max_frame: 7}\n")
     with pytest.raises(NodeConfigError, match=r"'tracker.max_frame' \(did you mean 'tracker.max_frames'\?\)"):
         load_replay_config(typo)
+
+
+def test_input_stride_decimates_each_organized_cloud_in_image_space_before_tracking(files):
+    """input.stride 1 and 2 on the same bag: each diagnostics 'points' is the decoded cloud's valid
+    points, exactly those of pixels [::2, ::2] with stride 2 (counted here from the input bag)."""
+    counts = {}
+    for stride in (1, 2):
+        config = load_replay_config(files["params"], model=files["model"],
+                                    overrides={"input.stride": stride})
+        out = files["root"] / f"stride{stride}"
+        replay_bag(files["bag"], out, make_tracker(config), config)
+        with AnyReader([out], default_typestore=get_typestore(Stores.EMPTY)) as reader:
+            rows = []
+            for connection, _, raw in reader.messages(
+                    connections=[c for c in reader.connections if c.topic == DIAGNOSTICS_TOPIC]):
+                status = reader.deserialize(raw, connection.msgtype).status[0]
+                rows.append(int(dict((kv.key, kv.value) for kv in status.values)["points"]))
+        counts[stride] = rows
+    with open_input_bag(files["bag"], INPUT_TOPIC) as bag:
+        clouds = [msg for _, msg in bag]
+    assert counts[1] == [len(read_xyz(msg)) for msg in clouds]
+    assert counts[2] == [len(read_xyz(msg, stride=2)) for msg in clouds]
+    for full, strided in zip(counts[1], counts[2]):
+        assert 0 < strided and abs(strided / full - 0.25) < 0.08

@@ -355,7 +355,7 @@ class ReconstructNode(Node):
         try:
             if not frame_id:
                 raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
-            points = read_xyz(msg)
+            points = read_xyz(msg, stride=self.config.input_stride)
         except PointCloud2Error as e:
             reason = f"malformed PointCloud2 (stamp {stamp:.6f} s, frame '{frame_id}'): {e}"
             self._stats.rejected(reason)

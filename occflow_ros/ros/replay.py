@@ -157,7 +157,7 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
 
     ``tracker``: a fresh :class:`~occflow_ros.tracking.Tracker` (see :func:`make_tracker`).
     ``config``: the node's configuration (its ``output.*`` options, ``output.fit_color_box`` and
-    ``input.max_jump_seconds`` apply). ``topic``: the PointCloud2 input topic (None: the only one
+    ``input.max_jump_seconds`` and ``input.stride`` apply). ``topic``: the PointCloud2 input topic (None: the only one
     outside ``/ground_truth/``). ``storage``: 'mcap' or 'sqlite3'. ``namespace``: the node's
     namespace in the output topic names ('' -> ``/occflow_reconstruct/...``). ``progress``: a tqdm
     bar over the messages on stderr. ``should_stop()``: polled before each cloud; True ends the
@@ -219,7 +219,8 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
                                    f"is not a valid PointCloud2 ({type(exc).__name__}: {exc})") from exc
                 header = Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id)
                 status = _process(msg, header, tracker, guard, builder, options, result, note,
-                                  lambda output, data: write(topics[output], bag_ns, data))
+                                  lambda output, data: write(topics[output], bag_ns, data),
+                                  stride=config.input_stride)
                 status["processing_ms"] = 1e3 * (time.perf_counter() - t0)
                 write(DIAGNOSTICS_TOPIC, bag_ns, _diagnostics(header, status))
                 result.frames += 1
@@ -231,7 +232,7 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
 
 def _process(msg: PointCloud2, header: Header, tracker: Any, guard: StreamGuard, builder: OutputBuilder,
              options: Any, result: ReplayResult, note: Callable[[str], None],
-             emit: Callable[[str, bytes], None]) -> Dict[str, Any]:
+             emit: Callable[[str, bytes], None], stride: int = 1) -> Dict[str, Any]:
     """One cloud through the node's steps; returns its diagnostics status (level and message first)."""
     stamp_ns = stamp_to_ns(header.stamp)
     stamp = stamp_ns / 1e9
@@ -240,7 +241,7 @@ def _process(msg: PointCloud2, header: Header, tracker: Any, guard: StreamGuard,
     try:
         if not header.frame_id:
             raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
-        points = read_xyz(msg)
+        points = read_xyz(msg, stride=stride)
     except PointCloud2Error as exc:
         result.rejected += 1
         note(f"rejected the {where}: {exc}")
