@@ -192,7 +192,8 @@ class PreprocessResult:
 
 
 def preprocess(points: Any, config: PreprocessConfig | None = None,
-               rng: np.random.Generator | int | None = None) -> PreprocessResult:
+               rng: np.random.Generator | int | None = None, *,
+               plane_hint: Optional[np.ndarray] = None) -> PreprocessResult:
     """Run the stages of this module on one frame.
 
     Args:
@@ -201,6 +202,9 @@ def preprocess(points: Any, config: PreprocessConfig | None = None,
         config: the stages' parameters; default ``PreprocessConfig()`` (no ROI, so clustering).
         rng: the generator for subsampling and RANSAC (or a seed); pass one per stream for
             reproducible output.
+        plane_hint: the plane a previous frame of the same camera removed (``result.plane``): if
+            it still holds at least ``plane_min_fraction`` of the points it is removed again
+            without RANSAC (a static camera's floor; a few ms a frame), else RANSAC runs.
 
     Returns:
         PreprocessResult: kept points (float32, metres, sensor frame) and per-stage counts.
@@ -239,7 +243,7 @@ def preprocess(points: Any, config: PreprocessConfig | None = None,
     done("voxel")
 
     if config.remove_plane and len(pts) >= 3:
-        pts, plane = _remove_plane(pts, config, rng)
+        pts, plane = _remove_plane(pts, config, rng, plane_hint)
     done("plane")
 
     if config.clusters and len(pts):
@@ -352,9 +356,15 @@ def _voxel_centroids(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray,
     return sums / count[:, None], inverse
 
 
-def _remove_plane(pts: np.ndarray, config: PreprocessConfig,
-                  rng: np.random.Generator) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def _remove_plane(pts: np.ndarray, config: PreprocessConfig, rng: np.random.Generator,
+                  hint: Optional[np.ndarray] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     import open3d as o3d
+
+    if hint is not None:
+        model = np.asarray(hint, dtype=np.float64).reshape(4)
+        inliers = np.abs(pts.astype(np.float64) @ model[:3] + model[3]) <= config.plane_distance
+        if inliers.sum() >= config.plane_min_fraction * len(pts):
+            return pts[~inliers], model  # its extent was checked when it was found
 
     sample = pts
     if len(pts) > config.plane_sample:

@@ -188,6 +188,7 @@ class Tracker:
         self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
         self.input_points = model.config.input_points
         self._rng = np.random.default_rng(self.config.seed)
+        self._plane = None  # the last frame's removed plane (preprocess's plane_hint)
         self._chunk = self.config.chunk_size  # shrinks if the GPU runs out of memory
         self._threshold = logit(self.config.meshing.threshold)
         self._next_id = 0
@@ -247,6 +248,7 @@ class Tracker:
         self._segment = None
         self._last = None
         self._last_stamp = None
+        self._plane = None
         self._keyframes = 0
         self.resets += 1
 
@@ -268,7 +270,8 @@ class Tracker:
                              "(bag loop or clock reset): tracker reset")
             self.reset()
         pre = preprocess(points, dataclasses.replace(self.config.preprocess, n_points=None),
-                         self._rng)
+                         self._rng, plane_hint=self._plane)
+        self._plane = pre.plane
         info["preprocess_ms"] = 1e3 * pre.total_seconds
         info["points"] = pre.counts.as_dict()
         observed = pre.points
