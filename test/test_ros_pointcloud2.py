@@ -18,6 +18,7 @@ from occflow_ros.ros import (
     POINTFIELD_DTYPES,
     MessageError,
     PointCloud2Error,
+    auto_stride,
     cloud_view,
     make_cloud,
     pack_rgb,
@@ -229,6 +230,14 @@ def test_read_xyz_stride_keeps_every_nth_row_and_column_on_every_path(stride):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(PointCloud2Error, match="stride"):
             read_xyz(msg, stride=bad)
+
+
+@pytest.mark.parametrize("height,width,stride", [(480, 640, 2), (720, 1280, 4), (480, 848, 2),
+                                                 (240, 320, 1), (120, 160, 1), (1, 100_000, 1)])
+def test_the_automatic_stride_leaves_at_least_320_pixels_across_and_unorganized_clouds_whole(
+        height, width, stride):
+    msg = SimpleNamespace(height=height, width=width)
+    assert auto_stride(msg) == stride
 
 
 @pytest.mark.parametrize("datatype,big", [(PointField.FLOAT64, False), (F32, True), (PointField.FLOAT64, True),

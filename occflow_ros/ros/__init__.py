@@ -33,6 +33,7 @@ from occflow_ros.ros.pointcloud2 import (
     make_cloud,
     pack_rgb,
     read_xyz,
+    auto_stride,
     unpack_rgb,
     xyz_cloud,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",
+    "auto_stride",
     "seconds_to_stamp",
     "stamp_to_ns",
     "stamp_to_seconds",

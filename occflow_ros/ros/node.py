@@ -74,7 +74,7 @@ from .node_config import (
 )
 from .node_runtime import LatestMailbox, NodeStats
 from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard
-from .pointcloud2 import read_xyz
+from .pointcloud2 import auto_stride, read_xyz
 
 __all__ = ["NODE_NAME", "EXIT_OK", "EXIT_MODEL", "EXIT_PARAMETERS", "ReconstructNode", "main"]
 
@@ -355,7 +355,7 @@ class ReconstructNode(Node):
         try:
             if not frame_id:
                 raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
-            points = read_xyz(msg, stride=self.config.input_stride)
+            points = read_xyz(msg, stride=self.config.input_stride or auto_stride(msg))
         except PointCloud2Error as e:
             reason = f"malformed PointCloud2 (stamp {stamp:.6f} s, frame '{frame_id}'): {e}"
             self._stats.rejected(reason)

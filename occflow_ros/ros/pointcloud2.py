@@ -22,6 +22,7 @@ __all__ = [
     "make_cloud",
     "pack_rgb",
     "read_xyz",
+    "auto_stride",
     "unpack_rgb",
     "xyz_cloud",
 ]
@@ -180,6 +181,18 @@ def _valid_mask(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     nonzero |= z != 0
     valid &= nonzero
     return valid
+
+
+#: the image width an automatic stride (``input.stride: 0``) brings an organized cloud down to
+AUTO_STRIDE_WIDTH = 320
+
+
+def auto_stride(msg: Any) -> int:
+    """The stride ``input.stride: 0`` uses for this cloud: the largest that leaves an organized
+    cloud at least ``AUTO_STRIDE_WIDTH`` (320) pixels wide (640x480 -> 2, 1280x720 -> 4, 320x240 ->
+    1); 1 for an unorganized cloud (height 1), whose point order need not follow the image."""
+    height, width = int(msg.height), int(msg.width)
+    return 1 if height <= 1 else max(1, width // AUTO_STRIDE_WIDTH)
 
 
 def read_xyz(msg: Any, *, skip_invalid: bool = True, organized: bool = False,

@@ -44,7 +44,7 @@ from .errors import BagError, PointCloud2Error
 from .node_config import NodeConfig, node_config_from_parameters
 from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard, output_topic
 from .params_file import load_params_file
-from .pointcloud2 import read_xyz
+from .pointcloud2 import auto_stride, read_xyz
 
 __all__ = [
     "DIAGNOSTICS_TOPIC",
@@ -232,7 +232,7 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
 
 def _process(msg: PointCloud2, header: Header, tracker: Any, guard: StreamGuard, builder: OutputBuilder,
              options: Any, result: ReplayResult, note: Callable[[str], None],
-             emit: Callable[[str, bytes], None], stride: int = 1) -> Dict[str, Any]:
+             emit: Callable[[str, bytes], None], stride: int = 0) -> Dict[str, Any]:
     """One cloud through the node's steps; returns its diagnostics status (level and message first)."""
     stamp_ns = stamp_to_ns(header.stamp)
     stamp = stamp_ns / 1e9
@@ -241,7 +241,7 @@ def _process(msg: PointCloud2, header: Header, tracker: Any, guard: StreamGuard,
     try:
         if not header.frame_id:
             raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
-        points = read_xyz(msg, stride=stride)
+        points = read_xyz(msg, stride=stride or auto_stride(msg))
     except PointCloud2Error as exc:
         result.rejected += 1
         note(f"rejected the {where}: {exc}")
