@@ -459,6 +459,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
                         help="override one node parameter on top of the demo's (repeatable)")
     parser.add_argument("--pictures", type=int, default=3, help="frames to render (0: none)")
     parser.add_argument("--no-bag", action="store_true", help="do not record the outputs into a bag")
+    parser.add_argument("--input", choices=("points", "depth"), default="points",
+                        help="send the node organized PointCloud2 (points, the default) or 16UC1 "
+                        "depth images with their camera info (depth: the node's input.type depth)")
     args = parser.parse_args(argv)
 
     import os
@@ -471,7 +474,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         kwargs = {"model": Path(args.model)} if args.model else {}
         config = DemoConfig(scene=SceneConfig(seed=args.seed, motion=args.motion, seconds=args.seconds),
                             out_root=Path(args.out_root), parameters=_param_overrides(args.param),
-                            pictures=args.pictures, bag=not args.no_bag, **kwargs)
+                            pictures=args.pictures, bag=not args.no_bag, input=args.input,
+                            **kwargs)
         if not Path(config.model).is_file():
             raise DemoError(f"no model at {config.model}: {MODEL_HINT}")
     except (DemoError, DemoSceneError, ValueError) as e:

@@ -500,3 +500,68 @@ def test_with_background_keyframes_new_meshes_arrive_later_carry_the_ids_and_sig
     took = time.monotonic() - started
     assert node.proc.poll() == 0 and took < 2.0, f"exit {node.proc.poll()} after {took:.2f} s\n{node.log()}"
     assert "shut down cleanly" in node.log()
+
+
+class DepthSession(Session):
+    """The same sphere, sent as a 32FC1 depth image with its camera info (input.type depth)."""
+
+    def __init__(self, make_node, spin_until, node: NodeProcess, *, send_info: bool) -> None:
+        from sensor_msgs.msg import CameraInfo, Image
+
+        super().__init__(make_node, spin_until, node)
+        self.Image, self.CameraInfo = Image, CameraInfo
+        self.publisher = self.ros.create_publisher(Image, f"{node.ns}/camera/depth",
+                                                   qos_profile_sensor_data)
+        self.info_publisher = self.ros.create_publisher(CameraInfo, f"{node.ns}/camera/camera_info",
+                                                        qos_profile_sensor_data)
+        self.send_info = send_info
+
+    def send(self, *, frame_id: Optional[str] = None) -> int:
+        from node_peer import FOCAL, HEIGHT, WIDTH, sphere_xyz
+
+        from occflow_ros.ros.conversions import ns_to_stamp
+
+        stamp = self.ros.get_clock().now().nanoseconds
+        frame = frame_id or self.frame_id
+        z = sphere_xyz(sweep_time(self.elapsed(stamp), SWEEP), rng=self.rng)[..., 2]
+        image = self.Image(height=HEIGHT, width=WIDTH, encoding="32FC1", step=4 * WIDTH,
+                           data=np.ascontiguousarray(z, "<f4").tobytes())
+        image.header.stamp, image.header.frame_id = ns_to_stamp(stamp), frame
+        if self.send_info:  # the pinhole of sphere_xyz: rays through pixel centres
+            info = self.CameraInfo(height=HEIGHT, width=WIDTH, distortion_model="plumb_bob",
+                                   d=[0.0] * 5, k=[FOCAL, 0.0, WIDTH / 2 - 0.5, 0.0, FOCAL,
+                                                   HEIGHT / 2 - 0.5, 0.0, 0.0, 1.0])
+            info.header = image.header
+            self.info_publisher.publish(info)
+        self.publisher.publish(image)
+        self.sent[stamp] = frame
+        return stamp
+
+
+def test_depth_images_with_camera_info_are_tracked_and_without_it_are_refused_by_name(
+        tmp_path, model_file, make_node, spin_until):
+    from node_peer import DEPTH, RADIUS, SPEED
+
+    node = start_node(tmp_path, model_file, "depth", "-p", "input.type:=depth",
+                      "-r", "depth:=camera/depth", "-r", "camera_info:=camera/camera_info")
+    try:
+        assert node.wait_for("ready:", 90), node.log()
+        log = node.log()
+        assert (f"input: {node.ns}/camera/depth (sensor_msgs/Image, depth, with "
+                f"sensor_msgs/CameraInfo on {node.ns}/camera/camera_info)") in log, log
+        # images without camera info: every one refused, the reason named, the node goes on
+        blind = DepthSession(make_node, spin_until, node, send_info=False)
+        assert blind.spin(lambda: blind.count("rejected_messages") >= 3, 20), node.log()
+        assert not blind.tracked
+        assert "no sensor_msgs/CameraInfo received yet" in node.log()
+        blind.streaming = False
+        s = DepthSession(make_node, spin_until, node, send_info=True)
+        assert s.spin(lambda: len(s.tracked) >= 8, 40), node.log()
+        for msg in s.tracked[-5:]:
+            s.assert_sent_header(msg.header)
+            t = sweep_time(s.elapsed(stamp_to_ns(msg.header.stamp)), SWEEP)
+            v = read_tracked_mesh_msg(msg).vertices
+            radius = np.linalg.norm(v - np.array([SPEED * t, 0.0, DEPTH]), axis=1)
+            assert abs(np.median(radius) - RADIUS) < 0.03, (np.median(radius), t)
+    finally:
+        node.kill()

@@ -24,7 +24,9 @@ from occflow_ros.ros.conversions import (
     to_marker_array_cdr,
     to_tracked_mesh_msg,
 )
-from occflow_ros.ros.errors import BagError, ConversionError, MessageError, PointCloud2Error, TrackedMeshMsgError
+from occflow_ros.ros.depth_image import CameraInfoStore, auto_image_stride, depth_points
+from occflow_ros.ros.errors import (BagError, ConversionError, DepthImageError, MessageError, PointCloud2Error,
+                                    TrackedMeshMsgError)
 from occflow_ros.ros.outputs import NODE_NAME, OUTPUTS, OutputBuilder, OutputTopic, StreamGuard, output_topic
 from occflow_ros.ros.pointcloud2 import (
     POINTFIELD_DTYPES,
@@ -32,8 +34,8 @@ from occflow_ros.ros.pointcloud2 import (
     cloud_view,
     make_cloud,
     pack_rgb,
-    read_xyz,
     auto_stride,
+    read_xyz,
     unpack_rgb,
     xyz_cloud,
 )
@@ -41,8 +43,10 @@ from occflow_ros.ros.tracked_mesh_msg import TrackedMeshArrays, make_tracked_mes
 
 __all__ = [
     "BagError",
+    "CameraInfoStore",
     "ColorBox",
     "ConversionError",
+    "DepthImageError",
     "InputBag",
     "MessageError",
     "NODE_NAME",
@@ -69,7 +73,9 @@ __all__ = [
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",
+    "auto_image_stride",
     "auto_stride",
+    "depth_points",
     "seconds_to_stamp",
     "stamp_to_ns",
     "stamp_to_seconds",

@@ -55,6 +55,9 @@ __all__ = ["CPU_PARAMETERS", "DemoConfig", "DemoError", "DemoResult", "MODEL_HIN
 REPO_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "reconstruct.yaml"
 NAMESPACE = "/demo"
 INPUT_TOPIC = "/demo/points"
+DEPTH_TOPIC = "/demo/depth"
+CAMERA_INFO_TOPIC = "/demo/camera_info"
+INPUTS = ("points", "depth")
 MODEL_HINT = (
     "the shipped model is occflow_ros/weights/occflow_default.pt; until it is there, train one with "
     "the README's commands (section 'Training and the shipped model': occflow-make-dataset ... && "
@@ -79,6 +82,8 @@ class DemoConfig:
     startup_timeout: seconds the node may take to load and warm up.
     bag: record the node's outputs into ``bag/`` (mcap) in the report directory.
     pictures: frames rendered into ``frames.png`` (0: none).
+    input: what the node is sent: ``points`` (organized PointCloud2) or ``depth`` (16UC1 Image
+      with its CameraInfo, the node's ``input.type: depth``).
     """
 
     model: Path = field(default_factory=shipped_model_path)
@@ -90,8 +95,11 @@ class DemoConfig:
     startup_timeout: float = 240.0
     bag: bool = True
     pictures: int = 3
+    input: str = "points"
 
     def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise DemoError(f"input must be one of {', '.join(INPUTS)}, got {self.input!r}")
         if not 0.0 <= self.roi_margin <= 2.0:
             raise DemoError(f"roi_margin must be in [0, 2] m, got {self.roi_margin}")
         if not 5.0 <= self.startup_timeout <= 3600.0:
@@ -161,6 +169,7 @@ def demo_parameters(scene: DemoScene, config: DemoConfig) -> Dict[str, Any]:
     lo, hi = scene.object_box(config.roi_margin)
     params: Dict[str, Any] = {"model_path": str(Path(config.model).resolve())}
     params.update(CPU_PARAMETERS)
+    params["input.type"] = config.input
     params["tracker.preprocess.roi_min"] = [round(float(x), 3) for x in lo]
     params["tracker.preprocess.roi_max"] = [round(float(x), 3) for x in hi]
     params.update(config.parameters)
@@ -189,7 +198,8 @@ class _NodeProcess:
         self.log_path = log_path
         self.command = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args",
                         "--params-file", str(params_file), "-r", f"__ns:={NAMESPACE}",
-                        "-r", f"points:={INPUT_TOPIC}"]
+                        "-r", f"points:={INPUT_TOPIC}", "-r", f"depth:={DEPTH_TOPIC}",
+                        "-r", f"camera_info:={CAMERA_INFO_TOPIC}"]
         for name, value in parameters.items():
             self.command += ["-p", f"{name}:={format_parameter(value)}"]
         with open(log_path, "wb") as log:
@@ -247,9 +257,10 @@ class _Recording:
         return len(self.messages.get(topic, ()))
 
 
-def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
+def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None], depth: bool = False
             ) -> Tuple[int, np.ndarray, _Recording, Dict[str, str]]:
-    """Publish the pre-rendered frames at their capture times and record the node's outputs.
+    """Publish the pre-rendered frames at their capture times and record the node's outputs
+    (``depth``: as 16UC1 images with their camera info, else as organized clouds).
 
     Returns (stream start ns on the system clock, publish times ns (N,), the recording, the node's
     last diagnostics key/values).
@@ -261,7 +272,7 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
     from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
     from rclpy.serialization import deserialize_message
     from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from std_msgs.msg import Header
 
     from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
@@ -285,7 +296,10 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
             qos = 50 if name == "diagnostics" else reliable
             ros.create_subscription(msg_class, topic, lambda data, topic=topic: record.add(topic, data),
                                     qos, raw=True)
-        publisher = ros.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
+        input_topic = DEPTH_TOPIC if depth else INPUT_TOPIC
+        publisher = ros.create_publisher(Image if depth else PointCloud2, input_topic,
+                                         qos_profile_sensor_data)
+        info_publisher = ros.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data)
         tracked_topic = topics["tracked_mesh"][0]
 
         def spin_for(seconds: float, until: Callable[[], bool] = lambda: False) -> bool:
@@ -296,9 +310,9 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
                 executor.spin_once(timeout_sec=min(0.05, max(0.0, deadline - time.monotonic())))
             return until()
 
-        if not spin_for(15.0, lambda: ros.count_subscribers(INPUT_TOPIC) > 0
+        if not spin_for(15.0, lambda: ros.count_subscribers(input_topic) > 0
                         and ros.count_publishers(tracked_topic) > 0):
-            raise DemoError(f"DDS discovery failed: the node does not subscribe to {INPUT_TOPIC} or "
+            raise DemoError(f"DDS discovery failed: the node does not subscribe to {input_topic} or "
                             f"publish {tracked_topic} after 15 s (ROS_DOMAIN_ID "
                             f"{os.environ.get('ROS_DOMAIN_ID')}); node log:\n{node.tail()}")
         spin_for(0.3)  # let the matched endpoints settle
@@ -307,9 +321,20 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
         start_ns = time.time_ns() + 300_000_000
         stamps = start_ns + np.rint(scene.times * 1e9).astype(np.int64)
 
-        def message(k: int) -> PointCloud2:
+        intr = scene.camera.intrinsics
+
+        def message(k: int) -> Any:
             header = Header(frame_id=scene.frame_id, stamp=ns_to_stamp(int(stamps[k])))
-            return xyz_cloud(header, scene.cloud(k), is_dense=False)
+            if not depth:
+                return xyz_cloud(header, scene.cloud(k), is_dense=False)
+            depth_mm = np.ascontiguousarray(scene.depth_mm[k], dtype="<u2")
+            image = Image(header=header, height=intr.height, width=intr.width, encoding="16UC1",
+                          is_bigendian=0, step=2 * intr.width)
+            image.data = depth_mm.tobytes()
+            info = CameraInfo(header=header, height=intr.height, width=intr.width,
+                              distortion_model="plumb_bob", d=[0.0] * 5,
+                              k=[intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0])
+            return image, info
 
         published = np.zeros(n, np.int64)
         next_msg = message(0)
@@ -320,7 +345,11 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None]
                 if remaining <= 0:
                     break
                 executor.spin_once(timeout_sec=min(remaining, 0.05))
-            publisher.publish(next_msg)
+            if depth:
+                info_publisher.publish(next_msg[1])
+                publisher.publish(next_msg[0])
+            else:
+                publisher.publish(next_msg)
             published[k] = time.time_ns()
             if k + 1 < n:
                 next_msg = message(k + 1)
@@ -531,7 +560,8 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
         node.wait_ready(config.startup_timeout)
         say(f"demo: node ready after {time.monotonic() - t_begin:.1f} s; streaming "
             f"{config.scene.seconds:g} s at {config.scene.fps:g} Hz to {INPUT_TOPIC}")
-        start_ns, published, record, diagnostics = _stream(scene, node, lambda s: say("demo: " + s))
+        start_ns, published, record, diagnostics = _stream(scene, node, lambda s: say("demo: " + s),
+                                                          depth=config.input == "depth")
         exit_code = node.stop()
     except BaseException:
         node.kill()

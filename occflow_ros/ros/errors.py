@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["BagError", "ConversionError", "MessageError", "PointCloud2Error", "TrackedMeshMsgError"]
+__all__ = ["BagError", "ConversionError", "DepthImageError", "MessageError", "PointCloud2Error",
+           "TrackedMeshMsgError"]
 
 
 class MessageError(ValueError):
@@ -12,6 +13,11 @@ class MessageError(ValueError):
 
 class PointCloud2Error(MessageError):
     """A sensor_msgs/PointCloud2 (or the array/columns to encode into one) is malformed."""
+
+
+class DepthImageError(MessageError):
+    """A sensor_msgs/Image of depth or its sensor_msgs/CameraInfo cannot be used (encoding,
+    distortion model, sizes); the message names the field and why."""
 
 
 class TrackedMeshMsgError(MessageError):

@@ -54,13 +54,14 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from ..model import CheckpointError, ModelError, load_checkpoint, select_device
 from ..tracking import Tracker, TrackerConfig, TrackingCancelled, TrackingError
 from .conversions import stamp_to_ns, to_diagnostics
-from .errors import PointCloud2Error
+from .depth_image import CameraInfoStore, auto_image_stride, depth_points
+from .errors import DepthImageError, MessageError
 from .node_config import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
@@ -117,6 +118,14 @@ def _plain(value: Any) -> Any:
         return [v.item() if isinstance(v, np.generic) else v for v in value]
     except TypeError:
         return value
+
+
+def _topic_name(subscription: Any, fallback: str) -> str:
+    """A subscription's resolved (remapped) topic name."""
+    try:
+        return subscription.topic_name
+    except AttributeError:  # an rclpy without Subscription.topic_name
+        return fallback
 
 
 def _dummy_frame(config: TrackerConfig, t: float, n: int = 4000) -> np.ndarray:
@@ -188,15 +197,25 @@ class ReconstructNode(Node):
             reliability=QoSReliabilityPolicy.BEST_EFFORT if best_effort
             else QoSReliabilityPolicy.RELIABLE,
             durability=QoSDurabilityPolicy.VOLATILE)
-        self._subscription = self.create_subscription(PointCloud2, "points", self._on_cloud, in_qos,
-                                                      raw=True)
-        try:
-            self.input_topic = self._subscription.topic_name  # resolved, remapped
-        except AttributeError:  # an rclpy without Subscription.topic_name
-            self.input_topic = "points"
+        self._camera_infos = CameraInfoStore()
+        if cfg.input_type == "depth":
+            self._subscription = self.create_subscription(Image, "depth", self._on_cloud, in_qos,
+                                                          raw=True)
+            # camera infos are small: keep a few, reliable or not, to pair with the images
+            self._info_subscription = self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info,
+                QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10,
+                           reliability=in_qos.reliability, durability=QoSDurabilityPolicy.VOLATILE))
+            input_type = "sensor_msgs/Image, depth, with sensor_msgs/CameraInfo on " + \
+                _topic_name(self._info_subscription, "camera_info")
+        else:
+            self._subscription = self.create_subscription(PointCloud2, "points", self._on_cloud,
+                                                          in_qos, raw=True)
+            input_type = "sensor_msgs/PointCloud2"
+        self.input_topic = _topic_name(self._subscription, cfg.input_type)
         qos_words = (f"sensor_data (best effort, keep last {cfg.input_depth})" if best_effort
                      else f"reliable (keep last {cfg.input_depth})")
-        self.get_logger().info(f"input: {self.input_topic} (sensor_msgs/PointCloud2), QoS {qos_words}")
+        self.get_logger().info(f"input: {self.input_topic} ({input_type}), QoS {qos_words}")
         if best_effort:
             configured = [k for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
                           if os.environ.get(k)]
@@ -324,6 +343,23 @@ class ReconstructNode(Node):
         self._stats.received()
         self._mailbox.put(data)
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_infos.put(stamp_to_ns(msg.header.stamp), msg)
+
+    def _depth_points(self, image: Image, stamp_ns: int) -> np.ndarray:
+        """A depth image's points with the camera info of its stamp (or the newest one)."""
+        info, exact = self._camera_infos.match(stamp_ns)
+        if info is None:
+            raise DepthImageError(f"no sensor_msgs/CameraInfo received yet on "
+                                  f"{_topic_name(self._info_subscription, 'camera_info')} (the "
+                                  "intrinsics to back-project the depth image with)")
+        if not exact:
+            self.get_logger().info("no camera info with the depth image's stamp: the newest one is "
+                                   "used (the intrinsics of a running camera do not change)",
+                                   once=True)
+        stride = self.config.input_stride or auto_image_stride(image.width)
+        return depth_points(image, info, stride=stride)
+
     # -- worker thread ----------------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stopping.is_set():
@@ -340,10 +376,12 @@ class ReconstructNode(Node):
 
     def _process(self, data: bytes) -> None:
         started = time.perf_counter()
+        depth = self.config.input_type == "depth"
+        msg_class = Image if depth else PointCloud2
         try:
-            msg = deserialize_message(data, PointCloud2)
+            msg = deserialize_message(data, msg_class)
         except Exception as e:
-            reason = f"not a decodable sensor_msgs/PointCloud2 ({type(e).__name__}: {e})"
+            reason = f"not a decodable sensor_msgs/{msg_class.__name__} ({type(e).__name__}: {e})"
             self._stats.rejected(reason)
             self.get_logger().warning(f"rejected a message on {self.input_topic}: {reason}",
                                       throttle_duration_sec=THROTTLE_S)
@@ -354,10 +392,14 @@ class ReconstructNode(Node):
         stamp = stamp_ns / 1e9
         try:
             if not frame_id:
-                raise PointCloud2Error("header.frame_id is empty (the outputs need a frame)")
-            points = read_xyz(msg, stride=self.config.input_stride or auto_stride(msg))
-        except PointCloud2Error as e:
-            reason = f"malformed PointCloud2 (stamp {stamp:.6f} s, frame '{frame_id}'): {e}"
+                raise MessageError("header.frame_id is empty (the outputs need a frame)")
+            if depth:
+                points = self._depth_points(msg, stamp_ns)
+            else:
+                points = read_xyz(msg, stride=self.config.input_stride or auto_stride(msg))
+        except MessageError as e:
+            what = "depth image" if depth else "PointCloud2"
+            reason = f"unusable {what} (stamp {stamp:.6f} s, frame '{frame_id}'): {e}"
             self._stats.rejected(reason)
             self.get_logger().warning(f"rejected a message on {self.input_topic}: {reason}",
                                       throttle_duration_sec=THROTTLE_S)

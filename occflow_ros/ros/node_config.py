@@ -26,6 +26,7 @@ from ..tracking import DeformationConfig, MeshingConfig, TrackerConfig, Tracking
 __all__ = [
     "DEFAULT_MODEL_FILE",
     "INPUT_QOS",
+    "INPUT_TYPES",
     "CLUSTER_MODES",
     "NodeConfig",
     "NodeConfigError",
@@ -44,6 +45,7 @@ __all__ = [
 
 DEFAULT_MODEL_FILE = SHIPPED_MODEL_FILE
 INPUT_QOS = ("sensor_data", "reliable")
+INPUT_TYPES = ("points", "depth")
 CLUSTER_MODES = ("auto", "nearest", "none")
 _DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
@@ -132,6 +134,10 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "small when other processes share the cores: two torch processes with 2 threads each on 2 cores "
        "slow each other down ~9x", lo=0, hi=256),
     # -- input ----------------------------------------------------------------------------------------
+    _P("input.type", "points", "what the node subscribes to: points (sensor_msgs/PointCloud2 on "
+       "'points') or depth (sensor_msgs/Image on 'depth', 16UC1 millimetres or 32FC1 metres, with "
+       "sensor_msgs/CameraInfo on 'camera_info', paired by stamp; undistorted images only: 0.6 MB "
+       "a 640x480 frame instead of 4.9 MB)", choices=INPUT_TYPES),
     _P("input.qos", "sensor_data", "QoS of the 'points' subscription: sensor_data (best effort; also "
        "matches reliable publishers; large clouds need the shared-memory or LARGE_DATA Fast DDS "
        "transport, see README 'DDS and large clouds') or reliable", choices=INPUT_QOS),
@@ -426,6 +432,7 @@ class NodeConfig:
     allow_cpu_fallback: bool
     precision: str
     threads: int
+    input_type: str
     input_qos: str
     input_depth: int
     input_stride: int
@@ -463,6 +470,7 @@ def node_config_from_parameters(values: Mapping[str, Any]) -> NodeConfig:
         allow_cpu_fallback=v["allow_cpu_fallback"],
         precision=v["precision"],
         threads=v["threads"],
+        input_type=v["input.type"],
         input_qos=v["input.qos"],
         input_depth=v["input.depth"],
         input_stride=v["input.stride"],
