@@ -34,8 +34,9 @@ WINDOW_S = 0.5
 # fails; and it must stay within 15% of the vertices moved by the one rigid motion that best fits the
 # truth at each frame (an oracle: no rigid tracker does better). Measured with the deformation graph
 # in this 4 s scene streamed at 15 Hz (the node processes 11-13 Hz of it on this CPU, and how well it
-# tracks depends on that rate): 0.81, 0.81, 0.86 of static and 0.98, 0.99, 1.07 of the best rigid
-# motion; at 30 Hz in (12-20 Hz processed) 0.72-0.94 and 0.86-0.98. These bounds do not reliably
+# tracks depends on that rate): 0.75, 0.73, 0.88 of static and 0.95, 0.87, 1.04 of the best rigid
+# motion (2026-12-03, the banded-Cholesky graph); at 30 Hz in (12-20 Hz processed) 0.72-0.94 and
+# 0.86-0.98. These bounds do not reliably
 # fail the velocity field with its ICP rigid prior (0.89-0.96 of static in earlier runs), and
 # beating the best rigid motion is not met yet: the tracking issue's targets (docs/tracking.md).
 # The keyframe mesh
