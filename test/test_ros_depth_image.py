@@ -8,7 +8,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
 from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
-from occflow_ros.ros import (CameraInfoStore, DepthImageError, auto_image_stride, depth_points,
+from occflow_ros.ros import (CameraInfoStore, DepthImageError, depth_points, image_stride,
                              read_xyz, xyz_cloud)
 
 
@@ -58,7 +58,7 @@ def test_a_depth_image_back_projects_to_the_scene_s_own_organized_cloud(scene, e
 
 
 def test_the_automatic_image_stride_leaves_at_least_320_pixels_across():
-    assert [auto_image_stride(w) for w in (160, 320, 424, 640, 848, 1280)] == [1, 1, 1, 2, 2, 4]
+    assert [image_stride(w) for w in (160, 320, 424, 640, 848, 1280)] == [1, 1, 1, 2, 2, 4]
 
 
 def test_unusable_images_and_camera_infos_are_refused_with_what_is_wrong(scene):

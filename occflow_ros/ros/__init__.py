@@ -24,7 +24,7 @@ from occflow_ros.ros.conversions import (
     to_marker_array_cdr,
     to_tracked_mesh_msg,
 )
-from occflow_ros.ros.depth_image import CameraInfoStore, auto_image_stride, depth_points
+from occflow_ros.ros.depth_image import CameraInfoStore, depth_points
 from occflow_ros.ros.errors import (BagError, ConversionError, DepthImageError, MessageError, PointCloud2Error,
                                     TrackedMeshMsgError)
 from occflow_ros.ros.outputs import NODE_NAME, OUTPUTS, OutputBuilder, OutputTopic, StreamGuard, output_topic
@@ -35,6 +35,7 @@ from occflow_ros.ros.pointcloud2 import (
     make_cloud,
     pack_rgb,
     auto_stride,
+    image_stride,
     read_xyz,
     unpack_rgb,
     xyz_cloud,
@@ -73,9 +74,9 @@ __all__ = [
     "pack_rgb",
     "read_tracked_mesh_msg",
     "read_xyz",
-    "auto_image_stride",
     "auto_stride",
     "depth_points",
+    "image_stride",
     "seconds_to_stamp",
     "stamp_to_ns",
     "stamp_to_seconds",

@@ -20,16 +20,10 @@ import numpy as np
 
 from .errors import DepthImageError
 
-__all__ = ["CameraInfoStore", "depth_points", "auto_image_stride"]
+__all__ = ["CameraInfoStore", "depth_points"]
 
 #: distortion models whose all-zero coefficients mean "no distortion"
 UNDISTORTED_MODELS = ("", "plumb_bob", "rational_polynomial", "equidistant")
-
-
-def auto_image_stride(width: int, target: int = 320) -> int:
-    """The automatic ``input.stride`` of a depth image: the largest that leaves it at least
-    ``target`` pixels wide (640 -> 2, 1280 -> 4, 320 -> 1)."""
-    return max(1, int(width) // target)
 
 
 def _intrinsics(info: Any, height: int, width: int) -> tuple[float, float, float, float]:

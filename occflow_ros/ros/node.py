@@ -60,7 +60,7 @@ from std_msgs.msg import Header
 from ..model import CheckpointError, ModelError, load_checkpoint, select_device
 from ..tracking import Tracker, TrackerConfig, TrackingCancelled, TrackingError
 from .conversions import stamp_to_ns, to_diagnostics
-from .depth_image import CameraInfoStore, auto_image_stride, depth_points
+from .depth_image import CameraInfoStore, depth_points
 from .errors import DepthImageError, MessageError
 from .node_config import (
     PARAMETERS,
@@ -75,7 +75,7 @@ from .node_config import (
 )
 from .node_runtime import LatestMailbox, NodeStats
 from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard
-from .pointcloud2 import auto_stride, read_xyz
+from .pointcloud2 import auto_stride, image_stride, read_xyz
 
 __all__ = ["NODE_NAME", "EXIT_OK", "EXIT_MODEL", "EXIT_PARAMETERS", "ReconstructNode", "main"]
 
@@ -357,7 +357,7 @@ class ReconstructNode(Node):
             self.get_logger().info("no camera info with the depth image's stamp: the newest one is "
                                    "used (the intrinsics of a running camera do not change)",
                                    once=True)
-        stride = self.config.input_stride or auto_image_stride(image.width)
+        stride = self.config.input_stride or image_stride(image.width)
         return depth_points(image, info, stride=stride)
 
     # -- worker thread ----------------------------------------------------------------------------

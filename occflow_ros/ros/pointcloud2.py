@@ -23,6 +23,7 @@ __all__ = [
     "pack_rgb",
     "read_xyz",
     "auto_stride",
+    "image_stride",
     "unpack_rgb",
     "xyz_cloud",
 ]
@@ -187,12 +188,17 @@ def _valid_mask(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
 AUTO_STRIDE_WIDTH = 320
 
 
+def image_stride(width: int) -> int:
+    """The automatic stride (``input.stride: 0``) of an image ``width`` pixels wide: the largest that
+    leaves it at least ``AUTO_STRIDE_WIDTH`` (320) pixels wide (640 -> 2, 1280 -> 4, 320 -> 1)."""
+    return max(1, int(width) // AUTO_STRIDE_WIDTH)
+
+
 def auto_stride(msg: Any) -> int:
-    """The stride ``input.stride: 0`` uses for this cloud: the largest that leaves an organized
-    cloud at least ``AUTO_STRIDE_WIDTH`` (320) pixels wide (640x480 -> 2, 1280x720 -> 4, 320x240 ->
-    1); 1 for an unorganized cloud (height 1), whose point order need not follow the image."""
-    height, width = int(msg.height), int(msg.width)
-    return 1 if height <= 1 else max(1, width // AUTO_STRIDE_WIDTH)
+    """The stride ``input.stride: 0`` uses for this cloud: :func:`image_stride` of an organized
+    cloud's width; 1 for an unorganized cloud (height 1), whose point order need not follow the
+    image."""
+    return 1 if int(msg.height) <= 1 else image_stride(int(msg.width))
 
 
 def read_xyz(msg: Any, *, skip_invalid: bool = True, organized: bool = False,
