@@ -27,8 +27,8 @@ The solver: Gauss-Newton steps with Levenberg-Marquardt damping on 6 unknowns pe
 increment, R_k <- exp(theta_k) R_k, and a translation increment), with the analytic Jacobians;
 pairs are summed per vertex first (exact for fixed normals), and the normal equations are
 assembled block by block and solved exactly by a banded Cholesky factorisation, the nodes put in
-reverse Cuthill-McKee order once per graph so the band is narrow. Before the per-node steps a rigid stage solves the
-same data term for one motion of the whole graph: its step is bounded by ``max_rotation`` (rad) and
+reverse Cuthill-McKee order once per graph so the band is narrow. Before the per-node steps a rigid
+stage solves the same data term for one motion of the whole graph: its step is bounded by ``max_rotation`` (rad) and
 ``max_translation`` per frame, and it is kept only when it explains the frame better than the state
 it started from, so no single frame can turn the mesh away.
 
@@ -247,8 +247,6 @@ class DeformationGraph:
         own_keys = np.arange(n) * (n + 1)
         keys = np.unique(np.concatenate([vertex_keys.ravel(), edge_keys.ravel(), own_keys]))
         self._block_rows, self._block_cols = keys // n, keys % n
-        self._block_indptr = np.concatenate([[0], np.cumsum(np.bincount(self._block_rows,
-                                                                        minlength=n))])
         self._vertex_blocks = np.searchsorted(keys, vertex_keys)
         self._edge_blocks = np.searchsorted(keys, edge_keys)
         self._diagonal_blocks = np.searchsorted(keys, own_keys)
@@ -590,7 +588,8 @@ class DeformationGraph:
         lam = self.rigidity / len(self.edges)
         ux = _skew(u)
         blocks = self._edge_template.copy()  # (E, 2, 2, 6, 6), the constant identities filled
-        blocks[:, 0, 0, :3, :3] = (u * u).sum(1)[:, None, None] * np.eye(3) - u[:, :, None] * u[:, None, :]
+        blocks[:, 0, 0, :3, :3] = ((u * u).sum(1)[:, None, None] * np.eye(3)
+                                   - u[:, :, None] * u[:, None, :])
         blocks[:, 0, 0, :3, 3:] = ux
         blocks[:, 0, 0, 3:, :3] = -ux
         blocks[:, 0, 1, :3, 3:] = -ux

@@ -25,8 +25,8 @@ from occflow_ros.ros.conversions import (
     to_tracked_mesh_msg,
 )
 from occflow_ros.ros.depth_image import CameraInfoStore, depth_points
-from occflow_ros.ros.errors import (BagError, ConversionError, DepthImageError, MessageError, PointCloud2Error,
-                                    TrackedMeshMsgError)
+from occflow_ros.ros.errors import (BagError, ConversionError, DepthImageError, MessageError,
+                                    PointCloud2Error, TrackedMeshMsgError)
 from occflow_ros.ros.outputs import NODE_NAME, OUTPUTS, OutputBuilder, OutputTopic, StreamGuard, output_topic
 from occflow_ros.ros.pointcloud2 import (
     POINTFIELD_DTYPES,

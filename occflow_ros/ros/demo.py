@@ -299,7 +299,8 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None], de
         input_topic = DEPTH_TOPIC if depth else INPUT_TOPIC
         publisher = ros.create_publisher(Image if depth else PointCloud2, input_topic,
                                          qos_profile_sensor_data)
-        info_publisher = ros.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data)
+        info_publisher = ros.create_publisher(CameraInfo, CAMERA_INFO_TOPIC,
+                                              qos_profile_sensor_data)
         tracked_topic = topics["tracked_mesh"][0]
 
         def spin_for(seconds: float, until: Callable[[], bool] = lambda: False) -> bool:
@@ -312,8 +313,8 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None], de
 
         if not spin_for(15.0, lambda: ros.count_subscribers(input_topic) > 0
                         and ros.count_publishers(tracked_topic) > 0):
-            raise DemoError(f"DDS discovery failed: the node does not subscribe to {input_topic} or "
-                            f"publish {tracked_topic} after 15 s (ROS_DOMAIN_ID "
+            raise DemoError(f"DDS discovery failed: the node does not subscribe to {input_topic} "
+                            f"or publish {tracked_topic} after 15 s (ROS_DOMAIN_ID "
                             f"{os.environ.get('ROS_DOMAIN_ID')}); node log:\n{node.tail()}")
         spin_for(0.3)  # let the matched endpoints settle
 
@@ -558,10 +559,12 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
         scene.render(progress)
         say(f"demo: rendered in {scene.render_seconds:.1f} s; waiting for the node")
         node.wait_ready(config.startup_timeout)
+        target = (f"{DEPTH_TOPIC} and {CAMERA_INFO_TOPIC}" if config.input == "depth"
+                  else INPUT_TOPIC)
         say(f"demo: node ready after {time.monotonic() - t_begin:.1f} s; streaming "
-            f"{config.scene.seconds:g} s at {config.scene.fps:g} Hz to {INPUT_TOPIC}")
-        start_ns, published, record, diagnostics = _stream(scene, node, lambda s: say("demo: " + s),
-                                                          depth=config.input == "depth")
+            f"{config.scene.seconds:g} s at {config.scene.fps:g} Hz to {target}")
+        start_ns, published, record, diagnostics = _stream(
+            scene, node, lambda s: say("demo: " + s), depth=config.input == "depth")
         exit_code = node.stop()
     except BaseException:
         node.kill()

@@ -3,10 +3,10 @@ sensor_msgs/CameraInfo, back-projected to points in the camera's optical frame.
 
 A 640x480 depth image is 0.6 MB on the wire against 4.9 MB for the same frame as a PointCloud2,
 which is how nvblox and Isaac ROS take depth cameras. image_geometry (the ROS pinhole model) has no
-PyPI wheel and message_filters none either, so the back-projection (a pinhole, x = (u - cx) z / fx)
-and the pairing of an image with its camera info by stamp are written here, in numpy. Only
-undistorted images are accepted (distortion model plumb_bob, rational_polynomial or equidistant with
-all coefficients zero, or none): RealSense publishes its depth that way; anything else is refused
+PyPI wheel and message_filters none either, so the back-projection (a pinhole,
+x = (u - cx) z / fx) and the pairing of an image with its camera info by stamp are written here, in
+numpy. Only undistorted images are accepted (distortion model plumb_bob, rational_polynomial or
+equidistant with all coefficients zero, or none): RealSense publishes its depth that way; anything else is refused
 with an error that names the model, rather than back-projected wrongly.
 """
 
@@ -39,13 +39,14 @@ def _intrinsics(info: Any, height: int, width: int) -> tuple[float, float, float
     if model not in UNDISTORTED_MODELS or np.any(d != 0):
         raise DepthImageError(
             f"camera_info distortion_model '{model}' with coefficients {d.tolist()}: only "
-            "undistorted depth images are supported (plumb_bob, rational_polynomial or equidistant "
-            "with all coefficients zero; RealSense depth is published that way); rectify the image "
-            "first (image_proc) or publish a PointCloud2 (input.type: points)")
+            "undistorted depth images are supported (plumb_bob, rational_polynomial or "
+            "equidistant with all coefficients zero; RealSense depth is published that way); "
+            "rectify the image first (image_proc) or publish a PointCloud2 (input.type: points)")
     info_h, info_w = int(info.height), int(info.width)
     if (info_h, info_w) != (0, 0) and (info_h, info_w) != (height, width):
         raise DepthImageError(f"camera_info is for {info_w}x{info_h} images, the depth image is "
-                              f"{width}x{height} (binning or a region of interest is not supported)")
+                              f"{width}x{height} (binning or a region of interest is not "
+                              "supported)")
     return fx, fy, cx, cy
 
 

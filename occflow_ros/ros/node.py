@@ -205,9 +205,10 @@ class ReconstructNode(Node):
             self._info_subscription = self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info,
                 QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10,
-                           reliability=in_qos.reliability, durability=QoSDurabilityPolicy.VOLATILE))
-            input_type = "sensor_msgs/Image, depth, with sensor_msgs/CameraInfo on " + \
-                _topic_name(self._info_subscription, "camera_info")
+                           reliability=in_qos.reliability,
+                           durability=QoSDurabilityPolicy.VOLATILE))
+            info_topic = _topic_name(self._info_subscription, "camera_info")
+            input_type = f"sensor_msgs/Image, depth, with sensor_msgs/CameraInfo on {info_topic}"
         else:
             self._subscription = self.create_subscription(PointCloud2, "points", self._on_cloud,
                                                           in_qos, raw=True)
@@ -354,8 +355,8 @@ class ReconstructNode(Node):
                                   f"{_topic_name(self._info_subscription, 'camera_info')} (the "
                                   "intrinsics to back-project the depth image with)")
         if not exact:
-            self.get_logger().info("no camera info with the depth image's stamp: the newest one is "
-                                   "used (the intrinsics of a running camera do not change)",
+            self.get_logger().info("no camera info with the depth image's stamp: the newest one "
+                                   "is used (the intrinsics of a running camera do not change)",
                                    once=True)
         stride = self.config.input_stride or image_stride(image.width)
         return depth_points(image, info, stride=stride)

@@ -143,10 +143,11 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "transport, see README 'DDS and large clouds') or reliable", choices=INPUT_QOS),
     _P("input.depth", 2, "history depth of the 'points' subscription (the node keeps only the newest "
        "cloud anyway)", lo=1, hi=100),
-    _P("input.stride", 0, "decimation in image space before anything else: every n-th pixel row and "
-       "column of an organized cloud (every n^2-th point of an unorganized one). 0: automatic, the "
-       "largest stride that leaves the image at least 320 pixels wide (640x480 -> 2, 1280x720 -> 4, "
-       "320x240 -> 1; unorganized clouds 1); 1: every point", lo=0, hi=16),
+    _P("input.stride", 0, "decimation in image space before anything else: every n-th pixel row "
+       "and column of an organized cloud or depth image (every n^2-th point of an unorganized "
+       "cloud). 0: automatic, the largest stride that leaves the image at least 320 pixels wide "
+       "(640x480 -> 2, 1280x720 -> 4, 320x240 -> 1; unorganized clouds 1); 1: every point",
+       lo=0, hi=16),
     _P("input.max_jump_seconds", 10.0, "a stamp more than this ahead of the previous one (s) is a clock "
        "jump: the tracker is reset", lo=0.001, hi=1e6),
     # -- output ---------------------------------------------------------------------------------------

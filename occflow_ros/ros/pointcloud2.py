@@ -189,8 +189,9 @@ AUTO_STRIDE_WIDTH = 320
 
 
 def image_stride(width: int) -> int:
-    """The automatic stride (``input.stride: 0``) of an image ``width`` pixels wide: the largest that
-    leaves it at least ``AUTO_STRIDE_WIDTH`` (320) pixels wide (640 -> 2, 1280 -> 4, 320 -> 1)."""
+    """The automatic stride (``input.stride: 0``) of an image ``width`` pixels wide: the largest
+    that leaves it at least ``AUTO_STRIDE_WIDTH`` (320) pixels wide (640 -> 2, 1280 -> 4,
+    320 -> 1)."""
     return max(1, int(width) // AUTO_STRIDE_WIDTH)
 
 
@@ -206,9 +207,9 @@ def read_xyz(msg: Any, *, skip_invalid: bool = True, organized: bool = False,
     """The points of a PointCloud2 as float32 coordinates (in ``msg.header.frame_id``, the message's units).
 
     ``stride`` > 1 decimates in image space before anything else reads the points: an organized
-    cloud keeps every ``stride``-th row and column (pixels ``[::stride, ::stride]``, a strided view,
-    so the skipped points are never touched), an unorganized one every ``stride ** 2``-th point
-    (the same share of its points).
+    cloud keeps every ``stride``-th row and column (pixels ``[::stride, ::stride]``, a strided
+    view, so the skipped points are never touched), an unorganized one every ``stride ** 2``-th
+    point (the same share of its points).
 
     - ``organized=False``: ``(N, 3)`` float32, in row-major pixel order; with ``skip_invalid`` only the
       valid points (finite, and not exactly (0, 0, 0), which depth cameras publish for "no depth"),

@@ -157,8 +157,8 @@ def replay_bag(input_path: Union[str, os.PathLike], output_path: Union[str, os.P
 
     ``tracker``: a fresh :class:`~occflow_ros.tracking.Tracker` (see :func:`make_tracker`).
     ``config``: the node's configuration (its ``output.*`` options, ``output.fit_color_box`` and
-    ``input.max_jump_seconds`` and ``input.stride`` apply). ``topic``: the PointCloud2 input topic (None: the only one
-    outside ``/ground_truth/``). ``storage``: 'mcap' or 'sqlite3'. ``namespace``: the node's
+    ``input.max_jump_seconds`` and ``input.stride`` apply). ``topic``: the PointCloud2 input
+    topic (None: the only one outside ``/ground_truth/``). ``storage``: 'mcap' or 'sqlite3'. ``namespace``: the node's
     namespace in the output topic names ('' -> ``/occflow_reconstruct/...``). ``progress``: a tqdm
     bar over the messages on stderr. ``should_stop()``: polled before each cloud; True ends the
     replay early, and the bag written so far is closed normally (complete, shorter). ``log``: gets
