@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("OCCFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = Path(os.environ.get("OCCFLOW_SHARED", REPO.parent / "shared"))
+SHARED_DATA = Path(os.environ.get("OCCFLOW_SHARED_DATA", SHARED / "data"))
 DFAUST_SEQUENCE = SHARED_DATA / "dfaust" / "50002_light_hopping_loose"
 
 # DDS must never leave this machine, also when pytest is started by hand rather than by `make test`:
@@ -88,6 +89,16 @@ def spin_until(ros_context):
 @pytest.fixture(scope="session")
 def dfaust_sequence() -> Path:
     """The real D-FAUST sequence in ../shared/data (never copied into the project)."""
-    if not DFAUST_SEQUENCE.is_dir():
-        pytest.fail(f"real data missing: {DFAUST_SEQUENCE} (set OCCFLOW_SHARED_DATA)")
-    return DFAUST_SEQUENCE
+    return shared_path(DFAUST_SEQUENCE, "the shared D-FAUST sequence (set OCCFLOW_SHARED_DATA)")
+
+
+def shared_path(path: Path, what: str) -> Path:
+    """A path under ../shared (real data, rosdistro files), or a skip that names what is missing:
+    a clone without ../shared beside it still passes the rest of the suite. On CI (CI=true) a
+    missing path fails the test instead, so CI cannot go green by skipping."""
+    if path.exists():
+        return path
+    message = f"{what} missing: {path} (../shared is not beside this clone)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
