@@ -356,17 +356,14 @@ def _one_line(error: BaseException) -> str:
 
 def _param_overrides(items: Sequence[str] | None) -> dict:
     """``-p name:=value`` items as {name: YAML-parsed value}, as ros2 reads them."""
-    import yaml
+    from .ros.params_file import parse_parameter_value
 
     out = {}
     for item in items or ():
         name, sep, value = item.partition(":=")
         if not sep or not name:
             raise ValueError(f"-p takes name:=value, got {item!r}")
-        try:
-            out[name] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[name] = value
+        out[name] = parse_parameter_value(value)
     return out
 
 

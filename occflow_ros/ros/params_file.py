@@ -4,13 +4,50 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
 from .node_config import NodeConfigError
 from .outputs import NODE_NAME
 
-__all__ = ["load_params_file", "flatten_parameters"]
+__all__ = ["load_params_file", "flatten_parameters", "parse_parameter_value", "ros_yaml_load"]
+
+
+# rcl reads an unquoted scalar that strtod takes whole as a double: `1e-5`, `2E3` and `1.0e5` too,
+# which YAML 1.1 (PyYAML) leaves as strings (its floats need a dot, and a sign in the exponent)
+_RCL_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+\Z")
+
+
+@lru_cache(maxsize=1)
+def _rcl_loader():
+    import yaml
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        """PyYAML's safe loader with rcl's typing of exponent floats."""
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _RCL_FLOAT, list("-+0123456789."))
+    return Loader
+
+
+def ros_yaml_load(text: str) -> Any:
+    """YAML parsed as rcl types a ROS 2 parameters file: PyYAML's safe loading, except that numbers
+    written with an exponent but no dot or no exponent sign (``1e-5``, ``1.0e5``) are doubles, as
+    rcl reads them, not strings. Raises yaml.YAMLError."""
+    import yaml
+
+    return yaml.load(text, Loader=_rcl_loader())
+
+
+def parse_parameter_value(text: str) -> Any:
+    """A ``-p name:=value`` value as ros2 types it (YAML with rcl's floats); text that is not
+    YAML stays a string."""
+    import yaml
+
+    try:
+        return ros_yaml_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -47,7 +84,8 @@ def load_params_file(path: Union[str, os.PathLike], *, node_name: str = NODE_NAM
     The file maps node names (``/**``, ``occflow_reconstruct``, ``/ns/occflow_reconstruct``, with
     rclpy's ``*`` / ``**`` wildcards) to ``ros__parameters`` (nested mappings, read as dotted names);
     every section that matches the node applies, later ones overriding earlier ones, as rclpy does.
-    Parsed with ``yaml.safe_load`` (a file is data). Returns name -> value, unvalidated: hand it to
+    Parsed with :func:`ros_yaml_load` (a file is data; numbers typed as rcl types them). Returns
+    name -> value, unvalidated: hand it to
     :func:`occflow_ros.ros.node_config.node_config_from_parameters`. Raises NodeConfigError naming
     the file and the problem (unreadable, not YAML, wrong layout, no section for the node).
     """
@@ -59,7 +97,7 @@ def load_params_file(path: Union[str, os.PathLike], *, node_name: str = NODE_NAM
     except OSError as exc:
         raise NodeConfigError(f"params file {file}: cannot be read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = ros_yaml_load(text)
     except yaml.YAMLError as exc:
         raise NodeConfigError(f"params file {file}: not valid YAML ({exc})") from None
     if not isinstance(data, Mapping):
