@@ -463,7 +463,9 @@ class DeformationGraph:
     def _rigid_stage(self, p: np.ndarray, cam, pred, max_rotation: float,
                      max_translation: float) -> None:
         """One rigid motion of the whole graph, bounded and kept only where it explains the frame
-        better than the state it started from (see the module docstring)."""
+        better than the state it started from (see the module docstring). Each step's pose is
+        scored by the query that pairs the next step, so a step that explains the frame worse than
+        the pose it left ends that start there (no further step, no extra query)."""
         R0, t0 = self.R, self.t
         x0, _, dist0, _ = self._query(R0, t0, p, cam)
         start = self._score(dist0)
@@ -476,9 +478,22 @@ class DeformationGraph:
         centre = x0.mean(0)
         for R, t in starts:
             R_total, t_total = np.eye(3), np.zeros(3)
-            moved = False
-            for _ in range(self.rigid_iterations):
+            last = np.inf if R is not R0 else start
+            for step in range(self.rigid_iterations + 1):
                 x, normals, dist, j = self._query(R, t, p, cam)
+                if step or R is not R0:
+                    score = self._score(dist)
+                    angle = np.arccos(np.clip((np.trace(R_total) - 1) / 2, -1.0, 1.0))
+                    shift = np.linalg.norm(R_total @ centre + t_total - centre)
+                    if angle > max_rotation or shift > max_translation:
+                        break  # beyond what the body can do in one frame: not taken
+                    if score < best[0] and score < (1.0 - self.rigid_margin) * start:
+                        best = (score, R, t)
+                    if score >= last:
+                        break
+                    last = score
+                if step == self.rigid_iterations:
+                    break
                 vid, counts, mean, pairs = self._pairs(dist, j, p, self.rigid_distance)
                 if pairs < 3:
                     break
@@ -498,16 +513,6 @@ class DeformationGraph:
                 dR = so3_exp(delta[:3])[0]
                 R_total, t_total = dR @ R_total, dR @ t_total + delta[3:]
                 R, t = self._moved(R, t, dR, delta[3:])
-                moved = True
-            if not moved and R is R0:
-                continue
-            angle = np.arccos(np.clip((np.trace(R_total) - 1) / 2, -1.0, 1.0))
-            shift = np.linalg.norm(R_total @ centre + t_total - centre)
-            if angle > max_rotation or shift > max_translation:
-                continue  # beyond what the body can do in one frame: not taken
-            score = self._score(self._query(R, t, p, cam)[2])
-            if score < best[0] and score < (1.0 - self.rigid_margin) * start:
-                best = (score, R, t)
         self.last_rigid_accepted = best[1] is not R0
         self.R, self.t = best[1], best[2]
 
