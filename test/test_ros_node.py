@@ -77,8 +77,9 @@ class NodeProcess:
             self.proc.wait()
 
 
-def start_node(tmp: Path, model: Path, name: str, *extra: str) -> NodeProcess:
-    ns = f"/occflow_test_{uuid.uuid4().hex[:8]}"
+def start_node(tmp: Path, model: Path, name: str, *extra: str, ns: Optional[str] = None
+               ) -> NodeProcess:
+    ns = ns or f"/occflow_test_{uuid.uuid4().hex[:8]}"
     node = NodeProcess(["-p", f"model_path:={model}", "-r", f"__ns:={ns}",
                         "-r", f"points:={ns}/camera/points", *FAST, *extra], tmp / f"{name}.log")
     node.ns = ns
@@ -316,6 +317,36 @@ def test_frame_change_and_stamps_back_or_far_ahead_reset_the_tracker_and_process
     assert "tracker reset" in running_node.log()
 
 
+def test_the_reset_service_restarts_the_tracker_with_a_new_run_and_the_messages_say_so(
+        running_node, make_node, spin_until):
+    """~/reset (std_srvs/Trigger): the next frame is a keyframe of a new run (TrackedMesh.run
+    grows, keyframe_id starts again at 0, topology_changed on it); diagnostics count the reset."""
+    from std_srvs.srv import Trigger
+
+    s = Session(make_node, spin_until, running_node)
+    assert s.spin(lambda: len(s.tracked) >= 3, timeout=30), running_node.log()
+    run, resets = s.tracked[-1].run, int(s.fresh_diagnostics().get("resets", "0"))
+    client = s.ros.create_client(Trigger, f"{running_node.ns}/occflow_reconstruct/reset")
+    assert s.spin(client.service_is_ready, timeout=10), "no ~/reset service"
+    future = client.call_async(Trigger.Request())
+    assert s.spin(future.done, timeout=10)
+    assert future.result().success and "keyframe" in future.result().message
+    asked = len(s.tracked)
+    assert s.spin(lambda: any(m.run > run for m in s.tracked[asked:]), timeout=20), \
+        running_node.log()
+    first = next(m for m in s.tracked[asked:] if m.run > run)
+    assert first.keyframe_id == 0 and first.topology_changed
+    before = [m for m in s.tracked[:asked] if m.run == run]
+    assert not all(m.topology_changed for m in before)  # tracked frames between keyframes
+    for a, b in zip(before, before[1:]):
+        same = np.array_equal(read_tracked_mesh_msg(a).triangles, read_tracked_mesh_msg(b).triangles)
+        assert b.topology_changed == (not same or b.keyframe_id != a.keyframe_id)
+    assert s.spin(lambda: int(s.last_diagnostics().get("resets", "0")) >= resets + 1
+                  and "~/reset" in s.last_diagnostics().get("last_reset", ""), timeout=10), \
+        s.diagnostics[-3:]
+    assert "reset requested (~/reset): tracker reset" in running_node.log()
+
+
 def test_a_burst_keeps_only_the_newest_cloud_and_counts_the_replaced_ones_as_dropped(
         running_node, make_node, spin_until):
     s = Session(make_node, spin_until, running_node)
@@ -386,8 +417,11 @@ def side_nodes(tmp_path_factory, model_file):
             args = [a.replace("{tmp}", str(tmp)) for a in extra]
             procs[case] = start_node(tmp, model_file, case, *args)
         # CUDA asked for on this CPU-only machine, with the fallback allowed (then stopped by SIGINT)
-        procs["sigint"] = start_node(tmp, model_file, "sigint", "-p", "device:=cuda",
-                                     "-p", "allow_cpu_fallback:=true")
+        # ... with its input reliable through a qos_overrides parameter (input.qos says best effort)
+        ns = f"/occflow_test_{uuid.uuid4().hex[:8]}"
+        procs["sigint"] = start_node(
+            tmp, model_file, "sigint", "-p", "device:=cuda", "-p", "allow_cpu_fallback:=true",
+            "-p", f"qos_overrides.{ns}/camera/points.subscription.reliability:=reliable", ns=ns)
         # a segment long enough to pass t = 0.5 (the faulty field's blow-up), solved with dopri5
         procs["faulty"] = start_node(tmp, save_faulty_checkpoint(tmp / "faulty.pt"), "faulty",
                                      "-p", "tracker.max_frames:=30", "-p", "tracker.solver.method:=dopri5")
@@ -423,6 +457,25 @@ def test_cuda_requested_but_absent_runs_on_the_cpu_when_the_fallback_is_allowed(
     assert "device 'cuda' is not available: running on the CPU (allow_cpu_fallback is true)" in log
     assert "warm-up on cpu" in log and "; device cpu, model" in log
     assert not [line for line in log.splitlines() if line.startswith("[ERROR]")], log
+
+
+def test_qos_overrides_parameters_apply_to_the_input_subscription(side_nodes, make_node,
+                                                                  spin_until):
+    """qos_overrides.<topic>.subscription.reliability (rclpy's QoS overriding) turns the input's
+    default best-effort QoS reliable: seen from another node through DDS discovery."""
+    from rclpy.qos import QoSReliabilityPolicy as Reliability
+
+    node = side_nodes["sigint"]
+    assert node.wait_for("ready:", 90), node.log()
+    probe = make_node(f"probe_{uuid.uuid4().hex[:8]}")
+    infos: list = []
+
+    def found() -> bool:
+        infos[:] = probe.get_subscriptions_info_by_topic(node.input_topic)
+        return bool(infos)
+
+    assert spin_until([probe], found, timeout=15), node.log()
+    assert [i.qos_profile.reliability for i in infos] == [Reliability.RELIABLE], infos
 
 
 def test_sigint_stops_an_idle_node_within_2_s_with_exit_code_0(side_nodes):

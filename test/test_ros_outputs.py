@@ -42,3 +42,18 @@ def test_keyframe_stamp_is_the_keyframe_clouds_header_stamp_to_the_nanosecond():
     other = tracked_msg(builder, mesh_at(LATER, KEY, False), LATER)
     assert other.keyframe_stamp.sec == KEY.sec
     assert abs(other.keyframe_stamp.nanosec - KEY.nanosec) < 1000
+
+
+def test_the_tracked_mesh_says_its_run_and_when_its_topology_changed():
+    """topology_changed: on a keyframe (the tracker says so) and whenever the faces differ from
+    those of the TrackedMesh sent before; the tracker's run is passed through."""
+    builder = OutputBuilder()
+    key = mesh_at(KEY, KEY, True)
+    key.run = 4
+    first = tracked_msg(builder, key, KEY)
+    assert first.topology_changed and first.run == 4
+    assert not tracked_msg(builder, mesh_at(LATER, KEY, False), LATER).topology_changed
+    flipped = mesh_at(LATER, KEY, False)
+    flipped.faces = flipped.faces[:, ::-1].copy()
+    assert tracked_msg(builder, flipped, LATER).topology_changed
+    assert not tracked_msg(builder, flipped, LATER).topology_changed

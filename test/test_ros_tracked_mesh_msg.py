@@ -41,6 +41,9 @@ def test_arrays_survive_serialization_with_dtypes_shapes_and_stamps():
     assert got.triangles.dtype == np.uint32 and np.array_equal(got.triangles, arrays["triangles"])
     assert got.vertex_ids.dtype == np.uint32 and np.array_equal(got.vertex_ids, arrays["vertex_ids"])
     assert (msg.header.frame_id, msg.header.stamp.sec, msg.keyframe_stamp.nanosec, msg.keyframe_id) == ("cam", 5, 7, 3)
+    assert (msg.run, msg.topology_changed) == (0, False)
+    again = deserialize_message(serialize_message(build(run=2**32 - 1, topology_changed=True)), TrackedMesh)
+    assert (again.run, again.topology_changed) == (2**32 - 1, True)
 
 
 def test_fields_are_array_arrays_and_reads_are_views_of_them():
@@ -72,6 +75,7 @@ def test_an_existing_message_is_refilled_and_an_empty_mesh_is_allowed():
     ({"triangles": np.zeros((4, 2), int)}, r"triangles must have shape \(n, 3\)"),
     ({"vertex_ids": np.full(40, 2**32)}, r"vertex_ids values must lie in \[0, 4294967296\)"),
     ({"keyframe_id": -1}, "keyframe_id must lie in"),
+    ({"run": 2**32}, r"run must lie in \[0, 2\*\*32\)"),
 ])
 def test_inconsistent_arrays_are_refused_naming_the_problem(overrides, message):
     with pytest.raises(TrackedMeshMsgError, match=message):

@@ -192,6 +192,7 @@ def test_a_stamp_going_backwards_resets_cleanly():
     assert mesh.topology_changed and mesh.keyframe_id == 0 and mesh.keyframe_stamp == 0.05
     assert mesh.vertex_ids.min() > before.vertex_ids.max(), "ids are not reused after a reset"
     assert tracker.resets == 1
+    assert (before.run, mesh.run) == (0, 1)  # the run tells a reset from a keyframe
 
 
 def test_an_empty_frame_holds_the_last_mesh_and_says_so():

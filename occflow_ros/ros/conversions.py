@@ -326,17 +326,21 @@ def to_input_correspondence_cloud(mesh: TrackedMesh, header: Header) -> Optional
 
 
 def to_tracked_mesh_msg(mesh: TrackedMesh, header: Header,
-                        keyframe_stamp: Optional[Time] = None) -> TrackedMeshMsg:
+                        keyframe_stamp: Optional[Time] = None,
+                        previous_faces: Optional[ArrayLike] = None) -> TrackedMeshMsg:
     """occflow_ros_msgs/TrackedMesh of the mesh: header as given (input frame and stamp), keyframe_stamp
     as given (the keyframe cloud's exact header stamp) or else from ``mesh.keyframe_stamp`` seconds
-    (nearest nanosecond; float seconds are ~0.2 us coarse at epoch times), keyframe_id, and the flat
-    arrays (vertices, canonical_vertices float32 metres; triangles = faces, vertex_ids uint32)."""
+    (nearest nanosecond; float seconds are ~0.2 us coarse at epoch times), keyframe_id, run,
+    topology_changed (the tracker says so, or the faces differ from ``previous_faces``, those of
+    the TrackedMesh sent before), and the flat arrays (vertices, canonical_vertices float32
+    metres; triangles = faces, vertex_ids uint32)."""
     v, f, ids, c = _mesh_arrays(mesh)
     if keyframe_stamp is None:
         keyframe_stamp = seconds_to_stamp(mesh.keyframe_stamp)
     return make_tracked_mesh_msg(_copy_header(header), keyframe_stamp=keyframe_stamp,
                                  keyframe_id=mesh.keyframe_id, vertices=v, canonical_vertices=c,
-                                 triangles=f, vertex_ids=ids)
+                                 triangles=f, vertex_ids=ids, run=mesh.run,
+                                 topology_changed=_topology_changed(mesh, f, previous_faces))
 
 
 # --------------------------------------------------------------------------------------------- diagnostics

@@ -52,10 +52,12 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from ..model import CheckpointError, ModelError, load_checkpoint, select_device
 from ..tracking import Tracker, TrackerConfig, TrackingCancelled, TrackingError
@@ -198,9 +200,13 @@ class ReconstructNode(Node):
             else QoSReliabilityPolicy.RELIABLE,
             durability=QoSDurabilityPolicy.VOLATILE)
         self._camera_infos = CameraInfoStore()
+        # qos_overrides.<topic>.subscription.{reliability,depth,history,durability} parameters
+        # apply on top of input.qos (rclpy declares them; a ROS user's usual way to match a driver)
+        overridable = QoSOverridingOptions.with_default_policies()
         if cfg.input_type == "depth":
             self._subscription = self.create_subscription(Image, "depth", self._on_cloud, in_qos,
-                                                          raw=True)
+                                                          raw=True,
+                                                          qos_overriding_options=overridable)
             # camera infos are small: keep a few, reliable or not, to pair with the images
             self._info_subscription = self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info,
@@ -211,7 +217,8 @@ class ReconstructNode(Node):
             input_type = f"sensor_msgs/Image, depth, with sensor_msgs/CameraInfo on {info_topic}"
         else:
             self._subscription = self.create_subscription(PointCloud2, "points", self._on_cloud,
-                                                          in_qos, raw=True)
+                                                          in_qos, raw=True,
+                                                          qos_overriding_options=overridable)
             input_type = "sensor_msgs/PointCloud2"
         self.input_topic = _topic_name(self._subscription, cfg.input_type)
         qos_words = (f"sensor_data (best effort, keep last {cfg.input_depth})" if best_effort
@@ -226,6 +233,8 @@ class ReconstructNode(Node):
             else:
                 self.get_logger().warning("input QoS is best effort: " + _LARGE_CLOUD_NOTE)
 
+        self._reset_requested = threading.Event()
+        self._reset_service = self.create_service(Trigger, "~/reset", self._on_reset)
         self._diagnostics_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
         self._log_timer = (self.create_timer(cfg.log_period, self._log_summary)
                            if cfg.log_period > 0 else None)
@@ -344,6 +353,16 @@ class ReconstructNode(Node):
         self._stats.received()
         self._mailbox.put(data)
 
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        """``~/reset``: the worker resets the tracker before the next frame, which is then a
+        keyframe with a new run (TrackedMesh.run); answered at once, the frame in progress goes on."""
+        self._reset_requested.set()
+        response.success = True
+        response.message = ("the tracker resets before the next frame: that frame is a keyframe "
+                            "of a new run (TrackedMesh.run), keyframe_id starts again at 0")
+        return response
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_infos.put(stamp_to_ns(msg.header.stamp), msg)
 
@@ -406,6 +425,10 @@ class ReconstructNode(Node):
                                       throttle_duration_sec=THROTTLE_S)
             return
         del msg
+        if self._reset_requested.is_set():
+            self._reset_requested.clear()
+            self.get_logger().info("reset requested (~/reset): tracker reset")
+            self._reset_tracker("reset requested (~/reset service)")
         self._check_stream(frame_id, stamp)
         try:
             mesh = self.tracker.feed(points, stamp, should_stop=self._stopping.is_set)

@@ -79,6 +79,7 @@ class OutputBuilder:
         self.fit_color_box = bool(fit_color_box)
         self.color_box: Optional[ColorBox] = None if self.fit_color_box else ColorBox()
         self.published_faces: Optional[np.ndarray] = None
+        self.tracked_faces: Optional[np.ndarray] = None  # of the TrackedMesh sent last
         self._keyframe_stamp: Optional[Tuple[float, Any]] = None  # (seconds, header stamp)
 
     def reset(self) -> None:
@@ -124,7 +125,8 @@ class OutputBuilder:
             elif output.name == "correspondences":
                 message = to_correspondence_cloud(mesh, header)
             elif output.name == "tracked_mesh":
-                message = to_tracked_mesh_msg(mesh, header, keyframe_stamp=keyframe_stamp)
+                message = to_tracked_mesh_msg(mesh, header, keyframe_stamp=keyframe_stamp,
+                                              previous_faces=self.tracked_faces)
             else:
                 message = to_input_correspondence_cloud(mesh, header)
                 if message is None:
@@ -133,9 +135,12 @@ class OutputBuilder:
         return out
 
     def sent(self, mesh: TrackedMesh, outputs: List[Tuple[OutputTopic, Any]]) -> None:
-        """Record what went out: the mesh marker's faces, which the next marker compares against."""
+        """Record what went out: the faces of the mesh marker and of the TrackedMesh, which the
+        next ones compare against."""
         if any(output.name == "mesh" for output, _ in outputs):
             self.published_faces = mesh.faces
+        if any(output.name == "tracked_mesh" for output, _ in outputs):
+            self.tracked_faces = mesh.faces
 
 
 class StreamGuard:

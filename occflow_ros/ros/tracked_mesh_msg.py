@@ -55,10 +55,12 @@ def _check_indices(a: np.ndarray, name: str, limit: int) -> None:
 
 def make_tracked_mesh_msg(header: Header, *, keyframe_stamp: Time, keyframe_id: int, vertices: ArrayLike,
                           canonical_vertices: ArrayLike, triangles: ArrayLike, vertex_ids: ArrayLike,
+                          run: int = 0, topology_changed: bool = False,
                           msg: TrackedMesh | None = None) -> TrackedMesh:
     """Fill a TrackedMesh (a new one, or ``msg``) from numpy arrays.
 
     vertices, canonical_vertices: (V, 3) float, metres in ``header.frame_id`` (cast to float32);
+    run: the tracker's (re)start count; topology_changed: triangles/ids are new in this message;
     triangles: (F, 3) integer indices in [0, V); vertex_ids: (V,) integers in [0, 2**32).
     Each flat field is an ``array.array`` filled with one copy (rclpy's setter would check a list or
     ndarray element by element). Raises TrackedMeshMsgError for inconsistent shapes or bad indices.
@@ -71,14 +73,17 @@ def make_tracked_mesh_msg(header: Header, *, keyframe_stamp: Time, keyframe_id: 
         raise TrackedMeshMsgError(
             f"vertices {v.shape}, canonical_vertices {c.shape} and vertex_ids {ids.shape} must be (V, 3), "
             "(V, 3) and (V,) with one V")
-    if not 0 <= int(keyframe_id) <= _UINT32_MAX:
-        raise TrackedMeshMsgError(f"keyframe_id must lie in [0, 2**32), got {keyframe_id}")
+    for name, value in (("keyframe_id", keyframe_id), ("run", run)):
+        if not 0 <= int(value) <= _UINT32_MAX:
+            raise TrackedMeshMsgError(f"{name} must lie in [0, 2**32), got {value}")
     _check_indices(t, "triangles", v.shape[0])
     _check_indices(ids, "vertex_ids", _UINT32_MAX + 1)
     out = TrackedMesh() if msg is None else msg
     out.header = header
     out.keyframe_stamp = keyframe_stamp
     out.keyframe_id = int(keyframe_id)
+    out.run = int(run)
+    out.topology_changed = bool(topology_changed)
     out.vertices = _flat(v, np.float32, "f", "vertices", (3,))
     out.canonical_vertices = _flat(c, np.float32, "f", "canonical_vertices", (3,))
     out.triangles = _flat(t, np.uint32, "I", "triangles", (3,))

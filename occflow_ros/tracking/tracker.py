@@ -477,8 +477,8 @@ class Tracker:
                     ids_fresh=len(vertices_m) - assignment.inherited)
         seen = build.norm.to_metres(build.x[0].float().cpu().numpy())  # the points the model was given
         return TrackedMesh(
-            stamp=stamp, keyframe_stamp=stamp, keyframe_id=seg.keyframe_id, vertices=vertices_m,
-            faces=seg.faces, vertex_ids=assignment.ids,
+            stamp=stamp, keyframe_stamp=stamp, keyframe_id=seg.keyframe_id, run=self.resets,
+            vertices=vertices_m, faces=seg.faces, vertex_ids=assignment.ids,
             canonical_vertices=assignment.canonical, topology_changed=True, input_points=seen,
             input_keyframe_points=seen.copy() if self.config.input_correspondences else None,
             info=info)
@@ -599,7 +599,7 @@ class Tracker:
             observed = seg.norm.to_metres(x[0].float().cpu().numpy())
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
         return TrackedMesh(
-            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
+            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=observed,
             input_keyframe_points=keyframe_points, info=info)
@@ -629,7 +629,7 @@ class Tracker:
             back = graph.keyframe_positions(x[0].float().cpu().numpy())
             keyframe_points = seg.norm.to_metres(back.astype(np.float32))
         return TrackedMesh(
-            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id,
+            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=seen,
             input_keyframe_points=keyframe_points, info=info)

@@ -22,6 +22,8 @@ class TrackedMesh:
     stamp: time of the input frame, seconds (sensor clock).
     keyframe_stamp: time of the keyframe whose mesh is being carried, seconds.
     keyframe_id: counts keyframes since the tracker (re)started, from 0.
+    run: counts the tracker's (re)starts, from 0 (``Tracker.reset``): a new run restarts
+      ``keyframe_id``, and no vertex id carries over into it (ids are never reused).
     vertices: (V, 3) current vertex positions.
     faces: (F, 3) uint32 indices into vertices, counter-clockwise seen from outside.
     vertex_ids: (V,) uint32 persistent id of each vertex (unique within the mesh).
@@ -42,6 +44,7 @@ class TrackedMesh:
     vertex_ids: np.ndarray
     canonical_vertices: np.ndarray
     topology_changed: bool = False
+    run: int = 0
     input_points: np.ndarray | None = None
     input_keyframe_points: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
