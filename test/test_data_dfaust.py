@@ -1,4 +1,6 @@
-"""The D-FAUST loader on the real sequence in ../shared/data, and its simulated single view."""
+"""The D-FAUST loader: on a small sequence in the paper's layout that the tests write (always), on
+the real sequence in ../shared/data (skipped, naming it, in a clone without ../shared), and its
+simulated single view."""
 
 from __future__ import annotations
 
@@ -70,3 +72,65 @@ def test_bad_sequence_folders_are_named(tmp_path):
     np.savez(bad / "00000000.npz", points=np.zeros((10, 3)), loc=np.zeros(3))
     with pytest.raises(DataError, match=r"00000000\.npz: lacks \['scale'\]"):
         load_dfaust_sequence(bad)
+
+
+def write_paper_layout(root, frames: int = 5, points: int = 400, queries: int = 300, seed: int = 0):
+    """A sequence as the Occupancy Flow data release stores D-FAUST: pcl_seq/<frame>.npz (float16
+    points in a per-frame normalised space, float16 loc, float64 scale) and points_seq/<frame>.npz
+    (query points and bit-packed occupancies). The body: a sphere of radius 0.3 m moving along x;
+    returns its points in metres (T, N, 3) and its queries' truth (T, M) for the checks."""
+    rng = np.random.default_rng(seed)
+    unit = rng.normal(size=(points, 3))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    (root / "pcl_seq").mkdir(parents=True)
+    (root / "points_seq").mkdir()
+    metres, inside = [], []
+    for t in range(frames):
+        centre = np.array([0.05 * t, 1.0, 2.0])
+        body = centre + 0.3 * unit
+        loc, scale = body.mean(0), 0.7 + 0.01 * t
+        np.savez(root / "pcl_seq" / f"{t:08d}.npz", points=((body - loc) / scale).astype(np.float16),
+                 loc=loc.astype(np.float16), scale=np.float64(scale))
+        metres.append(loc.astype(np.float16).astype(np.float64)
+                      + scale * ((body - loc) / scale).astype(np.float16).astype(np.float64))
+        q = rng.uniform(-0.5, 0.5, size=(queries, 3))
+        occ = np.linalg.norm(loc + scale * q - centre, axis=1) < 0.3
+        np.savez(root / "points_seq" / f"{t:08d}.npz", points=q.astype(np.float16),
+                 occupancies=np.packbits(occ), loc=loc.astype(np.float16), scale=np.float64(scale))
+        inside.append(np.linalg.norm(loc.astype(np.float16).astype(np.float64)
+                                     + scale * q.astype(np.float16).astype(np.float64) - centre,
+                                     axis=1) < 0.3)
+    return np.stack(metres), np.stack(inside)
+
+
+def test_a_sequence_in_the_papers_layout_loads_in_metres_with_occupancies(tmp_path):
+    root = tmp_path / "50099_test_sequence"
+    metres, inside = write_paper_layout(root)
+    seq = load_dfaust_sequence(root)
+    assert seq.name == "50099_test_sequence" and seq.frames == 5
+    assert seq.points.shape == (5, 400, 3) and seq.points.dtype == np.float32
+    assert np.allclose(seq.points, metres, atol=1e-5)
+    # row i is the same point in every frame: the sphere only translates
+    assert np.allclose(seq.points[4] - seq.points[0], [0.2, 0.0, 0.0], atol=2e-3)
+    first = np.load(root / "pcl_seq" / "00000000.npz")
+    assert np.allclose(seq.in_frame0_space(seq.points[0]), first["points"].astype(np.float64),
+                       atol=1e-5)
+    assert seq.occ.shape == (5, 300) and seq.occ.dtype == bool
+    agree = (seq.occ == inside).mean()  # float16 rounding flips a point on the sphere at most
+    assert agree > 0.99 and seq.occ.any() and not seq.occ.all()
+    assert np.allclose(np.linalg.norm(seq.occ_points[2][seq.occ[2]] - [0.1, 1.0, 2.0], axis=1)
+                       < 0.31, True)
+
+
+def test_a_sequence_whose_parts_disagree_is_refused_by_name(tmp_path):
+    root = tmp_path / "seq"
+    write_paper_layout(root, frames=3)
+    (root / "points_seq" / "00000002.npz").unlink()
+    with pytest.raises(DataError, match=r"points_seq: 2 files for 3 frames"):
+        load_dfaust_sequence(root)
+    other = tmp_path / "other"
+    write_paper_layout(other, frames=2)
+    np.savez(other / "pcl_seq" / "00000001.npz", points=np.zeros((10, 3), np.float16),
+             loc=np.zeros(3, np.float16), scale=np.float64(1.0))
+    with pytest.raises(DataError, match="10 points, but the first frame has 400"):
+        load_dfaust_sequence(other)
