@@ -33,7 +33,7 @@ setup(
         "torch>=2.1",
         "torchdiffeq>=0.2.3",
         "PyMCubes>=0.1.4",
-        "rosbags>=0.9.20",
+        "rosbags>=0.11",
     ],
     zip_safe=False,
     entry_points={

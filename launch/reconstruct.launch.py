@@ -3,9 +3,14 @@
 Arguments (``ros2 launch occflow_ros reconstruct.launch.py --show-args``):
   params_file   parameters YAML (default: the installed config/reconstruct.yaml)
   input_topic   the depth camera's PointCloud2 topic, remapped onto the node's ``points``
+                (default: realsense-ros 4.x with pointcloud.enable:=true)
+  input_type    points | depth; empty: input.type from params_file
+  depth_topic, camera_info_topic   with input_type depth: the depth image (sensor_msgs/Image) and
+                its CameraInfo, remapped onto ``depth`` and ``camera_info`` (realsense-ros 4.x names)
   model         checkpoint file; empty: model_path from params_file (empty there too: the shipped model)
   device        auto | cpu | cuda | cuda:N; empty: device from params_file
   use_sim_time  true when replaying a bag with --clock
+  namespace     the node's namespace (one per camera); its outputs are <namespace>/occflow_reconstruct/*
   rviz          true: also start rviz2 with config/occflow.rviz
 
 Large clouds with best-effort QoS need the shared-memory Fast DDS profile in every process's environment
@@ -36,21 +41,28 @@ def _launch_setup(context, *args, **kwargs):
     input_topic = LaunchConfiguration("input_topic").perform(context)
     model = LaunchConfiguration("model").perform(context).strip()
     device = LaunchConfiguration("device").perform(context).strip()
+    input_type = LaunchConfiguration("input_type").perform(context).strip()
+    depth_topic = LaunchConfiguration("depth_topic").perform(context)
+    camera_info_topic = LaunchConfiguration("camera_info_topic").perform(context)
     use_sim_time = _true(LaunchConfiguration("use_sim_time").perform(context))
     overrides = {"use_sim_time": use_sim_time}
     if model:
         overrides["model_path"] = os.path.abspath(os.path.expanduser(model))
     if device:
         overrides["device"] = device
+    if input_type:
+        overrides["input.type"] = input_type
     actions = [
         Node(
             package=PACKAGE,
             executable="reconstruct",
             name=NODE_NAME,
+            namespace=LaunchConfiguration("namespace").perform(context),
             output="screen",
             emulate_tty=True,
             parameters=[params_file, overrides],
-            remappings=[("points", input_topic)],
+            remappings=[("points", input_topic), ("depth", depth_topic),
+                        ("camera_info", camera_info_topic)],
         )
     ]
     if _true(LaunchConfiguration("rviz").perform(context)):
@@ -74,8 +86,19 @@ def generate_launch_description():
             "params_file", default_value=os.path.join(share, "config", "reconstruct.yaml"),
             description="YAML file with the node's parameters (every one is listed in the default)"),
         DeclareLaunchArgument(
-            "input_topic", default_value="/camera/depth/points",
-            description="sensor_msgs/PointCloud2 topic of the depth camera"),
+            "input_topic", default_value="/camera/camera/depth/color/points",
+            description="sensor_msgs/PointCloud2 topic of the depth camera (realsense-ros 4.x "
+                        "with pointcloud.enable:=true)"),
+        DeclareLaunchArgument(
+            "input_type", default_value="",
+            description="points (a PointCloud2) or depth (an Image and its CameraInfo); empty: "
+                        "input.type from params_file"),
+        DeclareLaunchArgument(
+            "depth_topic", default_value="/camera/camera/depth/image_rect_raw",
+            description="sensor_msgs/Image depth topic (input_type depth)"),
+        DeclareLaunchArgument(
+            "camera_info_topic", default_value="/camera/camera/depth/camera_info",
+            description="sensor_msgs/CameraInfo of the depth image (input_type depth)"),
         DeclareLaunchArgument(
             "model", default_value="",
             description="Occupancy Flow checkpoint; empty: model_path from params_file"),
@@ -85,6 +108,9 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "use_sim_time", default_value="false",
             description="use /clock (replaying a bag with --clock)"),
+        DeclareLaunchArgument(
+            "namespace", default_value="",
+            description="the node's namespace (one per camera)"),
         DeclareLaunchArgument(
             "rviz", default_value="false",
             description="also start rviz2 with config/occflow.rviz"),

@@ -265,7 +265,8 @@ def test_launch_file_declares_its_arguments_and_starts_the_installed_node_with_t
     tree = ast.parse(source)
     assert "generate_launch_description" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
-    assert declared == {"params_file", "input_topic", "model", "device", "use_sim_time", "rviz"}
+    assert declared == {"params_file", "input_topic", "input_type", "depth_topic", "camera_info_topic",
+                        "model", "device", "use_sim_time", "namespace", "rviz"}
     for call in _calls(tree, "DeclareLaunchArgument"):
         assert "description" in _keywords(call)
     constants = {t.id: ast.literal_eval(a.value) for a in tree.body if isinstance(a, ast.Assign)

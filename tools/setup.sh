@@ -7,7 +7,9 @@
 #   3. torch==2.13.0, only when the environment has no torch at all (bring your own CUDA/Jetson build)
 #   4. pip requirements (ROS wheels, Python deps, test tools), re-run only when a requirements file changed
 #   5. the interface package msg/ (rosidl), rebuilt only when msg/ changed
-#   6. occflow_ros itself, editable, re-run only when its packaging files changed
+#   6. occflow_ros itself, editable, re-run only when its packaging files changed, with its share/
+#      files and executable linked where ament and launch_ros look
+#   7. ROS 2's launch system from ../shared/ros2, when it is there (ros2 launch)
 #
 # Every step prints one line saying what it did or that it was up to date.
 set -euo pipefail
@@ -131,14 +133,54 @@ fi
 
 # An editable install does not install setup.py's data_files. Link them into the venv's share/ the way
 # `colcon build --symlink-install` does, so ament_index finds launch/ and config/ and edits show at once.
+# launch/ is a real directory of linked files: `ros2 launch occflow_ros <file>` finds launch files
+# with os.walk, which does not enter a linked directory. The node's executable goes where
+# `ros2 run`/launch_ros look for it (lib/occflow_ros/, what setup.cfg gives a colcon install).
 share=$venv/share/occflow_ros
 index=$venv/share/ament_index/resource_index/packages
-mkdir -p "$share" "$index"
+mkdir -p "$share" "$index" "$venv/lib/occflow_ros"
 linked=0
-for item in launch config package.xml; do
+for item in config package.xml; do
   if [ "$(readlink "$share/$item" 2>/dev/null)" != "$root/$item" ]; then
     ln -sfn "$root/$item" "$share/$item"; linked=1
   fi
 done
+if [ -L "$share/launch" ]; then rm "$share/launch"; linked=1; fi
+mkdir -p "$share/launch"
+for f in "$root"/launch/*.launch.py; do
+  if [ "$(readlink "$share/launch/$(basename "$f")" 2>/dev/null)" != "$f" ]; then
+    ln -sfn "$f" "$share/launch/$(basename "$f")"; linked=1
+  fi
+done
+for f in "$share"/launch/*; do  # links to launch files that are gone
+  if [ -L "$f" ] && [ ! -e "$f" ]; then rm "$f"; linked=1; fi
+done
+if [ "$(readlink "$venv/lib/occflow_ros/reconstruct" 2>/dev/null)" != "$venv/bin/reconstruct" ]; then
+  ln -sfn "$venv/bin/reconstruct" "$venv/lib/occflow_ros/reconstruct"; linked=1
+fi
 [ -f "$index/occflow_ros" ] || { touch "$index/occflow_ros"; linked=1; }
 if [ $linked -eq 1 ]; then say "share/occflow_ros: linked into $venv"; else say "share/occflow_ros: up to date"; fi
+
+# 7. ROS 2's launch system (launch, launch_ros, ros2launch, ros2cli): the ROS wheels lack it; a
+# ROS install has it. Installed from ../shared/ros2 (upstream sources) when that is beside the
+# repository, so that `ros2 launch occflow_ros reconstruct.launch.py` runs here and in CI.
+shared_ros2=${OCCFLOW_SHARED:-$root/../shared}/ros2
+if [ -x "$shared_ros2/install.sh" ]; then
+  ros2_hash=$(cat "$shared_ros2/SOURCES.txt" "$shared_ros2/install.sh" 2>/dev/null | sha256sum | cut -d' ' -f1)
+  if stamp_ok ros2launch "$ros2_hash" && "$vpy" -c 'import launch_ros, ros2launch' >/dev/null 2>&1 \
+      && [ -x "$venv/bin/ros2" ]; then
+    say "ros2 launch: up to date"
+  else
+    say "ros2 launch: installing launch, launch_ros, ros2cli from $shared_ros2"
+    log=$root/build/ros2-install.log
+    mkdir -p "$root/build"
+    if ! "$shared_ros2/install.sh" "$venv" >"$log" 2>&1; then
+      tail -40 "$log" >&2
+      say "ros2 launch: install FAILED, full log in $log" >&2
+      exit 1
+    fi
+    stamp_set ros2launch "$ros2_hash"
+  fi
+else
+  say "ros2 launch: $shared_ros2 not found, not installed (a ROS install brings it)"
+fi
