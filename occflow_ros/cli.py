@@ -459,6 +459,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", choices=("points", "depth"), default="points",
                         help="send the node organized PointCloud2 (points, the default) or 16UC1 "
                         "depth images with their camera info (depth: the node's input.type depth)")
+    parser.add_argument("--params-file", help="the node's parameters file (default: the package's "
+                        "config/reconstruct.yaml, from the checkout or the installed share/)")
     args = parser.parse_args(argv)
 
     import os
@@ -469,6 +471,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
     try:
         kwargs = {"model": Path(args.model)} if args.model else {}
+        if args.params_file:
+            kwargs["params_file"] = Path(args.params_file)
         config = DemoConfig(scene=SceneConfig(seed=args.seed, motion=args.motion, seconds=args.seconds),
                             out_root=Path(args.out_root), parameters=_param_overrides(args.param),
                             pictures=args.pictures, bag=not args.no_bag, input=args.input,

@@ -65,10 +65,14 @@ def test_colcon_builds_both_packages_and_the_node_runs_from_the_install_space(
     sourced = f". {install / 'setup.bash'} && "
     where = subprocess.run(
         ["bash", "-c", sourced + "python -c 'import occflow_ros, occflow_ros_msgs.msg as m; "
-         "print(occflow_ros.__file__); print(m.__file__)'"],
+         "from occflow_ros.ros.params_file import shipped_config as c; "
+         "print(occflow_ros.__file__); print(m.__file__); "
+         "print(c(\"reconstruct.yaml\")); print(c(\"fastdds_shm.xml\"))'"],
         cwd=ws, env=env, capture_output=True, text=True, timeout=60)
     assert where.returncode == 0, where.stderr
-    assert all(line.startswith(str(install)) for line in where.stdout.split()), where.stdout
+    # the package, its messages and the config files the demo needs: all from the install space
+    lines = where.stdout.split()
+    assert len(lines) == 4 and all(line.startswith(str(install)) for line in lines), where.stdout
     log_path = tmp_path / "launch.log"
     with open(log_path, "wb") as log:
         # the shipped model from the install space (no model argument)

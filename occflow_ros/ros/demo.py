@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -48,11 +49,12 @@ from ..evaluation.demo_scene import DemoScene, SceneConfig
 from ..evaluation.pictures import Panel, PictureError, render_panels
 from ..model import shipped_model_path
 from ..tracking import TrackedMesh
+from .node_config import NodeConfigError
+from .params_file import shipped_config
 
-__all__ = ["CPU_PARAMETERS", "DemoConfig", "DemoError", "DemoResult", "MODEL_HINT", "REPO_PARAMS_FILE",
+__all__ = ["CPU_PARAMETERS", "DemoConfig", "DemoError", "DemoResult", "MODEL_HINT",
            "demo_parameters", "format_parameter", "run_demo"]
 
-REPO_PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "reconstruct.yaml"
 NAMESPACE = "/demo"
 INPUT_TOPIC = "/demo/points"
 DEPTH_TOPIC = "/demo/depth"
@@ -76,7 +78,8 @@ class DemoConfig:
     model: the checkpoint the node loads (default: the shipped model).
     scene: what the camera sees (person, motion, stream length, camera).
     out_root: reports go to a new ``out_root/demo-YYYYmmdd-HHMMSS/``.
-    params_file: the node's parameters file (the repository's config/reconstruct.yaml).
+    params_file: the node's parameters file (None: the package's config/reconstruct.yaml, from
+      the checkout or the installed share directory).
     parameters: more ``-p`` overrides for the node, on top of :func:`demo_parameters`.
     roi_margin: metres added around the person's box for the node's region of interest.
     startup_timeout: seconds the node may take to load and warm up.
@@ -89,7 +92,7 @@ class DemoConfig:
     model: Path = field(default_factory=shipped_model_path)
     scene: SceneConfig = field(default_factory=SceneConfig)
     out_root: Path = Path("out")
-    params_file: Path = REPO_PARAMS_FILE
+    params_file: Optional[Path] = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
     roi_margin: float = 0.3
     startup_timeout: float = 240.0
@@ -182,9 +185,10 @@ def _dds_environment() -> Dict[str, str]:
     env = dict(os.environ)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    profile = Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"
-    if profile.is_file():
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    try:
+        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(shipped_config("fastdds_shm.xml")))
+    except NodeConfigError:
+        pass  # not installed with the package: Fast DDS's defaults (the node warns about them)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
@@ -534,6 +538,11 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     model = Path(config.model)
     if not model.is_file():
         raise DemoError(f"no model at {model}: {MODEL_HINT}")
+    if config.params_file is None:
+        try:
+            config = dataclasses.replace(config, params_file=shipped_config("reconstruct.yaml"))
+        except NodeConfigError as e:
+            raise DemoError(str(e)) from None
     if not Path(config.params_file).is_file():
         raise DemoError(f"the node's parameters file {config.params_file} does not exist")
     env = _dds_environment()

@@ -11,7 +11,8 @@ from typing import Any, Dict, Mapping, Union
 from .node_config import NodeConfigError
 from .outputs import NODE_NAME
 
-__all__ = ["load_params_file", "flatten_parameters", "parse_parameter_value", "ros_yaml_load"]
+__all__ = ["load_params_file", "flatten_parameters", "parse_parameter_value", "ros_yaml_load",
+           "shipped_config"]
 
 
 # rcl reads an unquoted scalar that strtod takes whole as a double: `1e-5`, `2E3` and `1.0e5` too,
@@ -48,6 +49,35 @@ def parse_parameter_value(text: str) -> Any:
         return ros_yaml_load(text)
     except yaml.YAMLError:
         return text
+
+
+def shipped_config(name: str) -> Path:
+    """A file of the package's config/ (reconstruct.yaml, fastdds_shm.xml, occflow.rviz): from the
+    source checkout this module lies in, else from the installed share directory
+    (``get_package_share_directory('occflow_ros')/config``, where colcon and pip put it). Raises
+    NodeConfigError naming both places when neither has it."""
+    checkout = Path(__file__).resolve().parents[2] / "config" / name
+    if checkout.is_file():
+        return checkout
+    tried = [str(checkout)]
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+
+        try:
+            installed = Path(get_package_share_directory("occflow_ros")) / "config" / name
+        except PackageNotFoundError:
+            installed = None
+        if installed is not None:
+            if installed.is_file():
+                return installed
+            tried.append(str(installed))
+    except ImportError:
+        pass
+    raise NodeConfigError(f"config file {name} not found (looked in {', '.join(tried)}; is "
+                          "occflow_ros installed, or its install space sourced?)")
 
 
 def flatten_parameters(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
