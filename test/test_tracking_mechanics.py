@@ -455,3 +455,32 @@ def test_a_mesh_turned_away_from_the_data_is_caught_on_that_frame_by_its_coverag
         reason = caught.info["keyframe_reason"]
         assert caught.info["keyframe"] and caught.keyframe_id == first.keyframe_id + 1
     assert reason.startswith("tracking coverage"), reason  # not the one-way residual
+
+
+def test_with_the_graph_the_outlier_stage_runs_on_keyframe_frames_only():
+    """Statistical outlier removal cleans the points a keyframe mesh is built from; tracked frames
+    skip it (the graph's distance gate leaves stray points out) and their stray points do not move
+    the mesh; with the flow carrying the mesh every frame gets it."""
+    from occflow_ros.geometry import PreprocessConfig, remove_outliers
+
+    rng = np.random.default_rng(5)
+    stray = np.array([[0.0, 0.0, DEPTH - 0.6], [0.1, 0.05, DEPTH - 0.55]], np.float32)
+
+    def frame(t):
+        return np.concatenate([sphere_frame(t, rng, speed=0.0), stray])
+
+    pre = PreprocessConfig(outlier_neighbors=8, outlier_std_ratio=1.0, voxel_size=0.0,
+                           remove_plane=False, cluster=False)
+    graph = make_tracker(speed=0.0, preprocess=pre, deformation=DeformationConfig())
+    key = graph.feed(frame(0.0), 0.0)
+    assert key.info["keyframe"] and "outliers_ms" in key.info
+    tracked = graph.feed(frame(1 / 30), 1 / 30)
+    assert not tracked.info["keyframe"] and "outliers_ms" not in tracked.info
+    assert tracked.info["points"]["outliers"] == tracked.info["points"]["cluster"]  # skipped
+    assert np.abs(tracked.vertices - key.vertices).max() < 0.01  # the stray points pulled nothing
+    cleaned = remove_outliers(frame(0.0), pre)
+    assert not np.isin(stray[:, 2], cleaned[:, 2]).any() and len(cleaned) > 1000
+    flow = make_tracker(speed=0.0, preprocess=pre)
+    flow.feed(frame(0.0), 0.0)
+    moved = flow.feed(frame(1 / 30), 1 / 30)
+    assert moved.info["points"]["outliers"] < moved.info["points"]["cluster"]

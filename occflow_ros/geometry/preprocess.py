@@ -37,7 +37,7 @@ from .errors import PreprocessError
 from .normalization import Normalization
 
 __all__ = ["PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
-           "valid_mask", "roi_mask", "voxel_downsample"]
+           "valid_mask", "roi_mask", "voxel_downsample", "remove_outliers"]
 
 Vec3 = Tuple[float, float, float]
 
@@ -421,6 +421,15 @@ def _nearest_large_cluster(pts: np.ndarray, config: PreprocessConfig) -> np.ndar
     # nearest first; a tie goes to the larger cluster
     best = min(candidates, key=lambda c: (distance[c], -sizes[c]))
     return pts[labels == best]
+
+
+def remove_outliers(points: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """The outlier stage of :func:`preprocess` alone (statistical outlier removal with
+    ``outlier_neighbors`` and ``outlier_std_ratio``; nothing when ``outlier_neighbors`` is 0 or
+    there are too few points), for points preprocessed with it skipped. (M, 3) of the (N, 3)."""
+    if config.outlier_neighbors > 0 and len(points) > config.outlier_neighbors:
+        return _remove_statistical_outliers(np.asarray(points, np.float32), config)
+    return points
 
 
 def _remove_statistical_outliers(pts: np.ndarray, config: PreprocessConfig) -> np.ndarray:

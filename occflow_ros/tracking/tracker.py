@@ -26,6 +26,7 @@ from ..geometry import (
     logit,
     next_pose,
     preprocess,
+    remove_outliers,
     simplify_mesh,
 )
 from ..model import (
@@ -269,8 +270,14 @@ class Tracker:
             info["reset"] = (f"stamp went backwards by {self._last_stamp - stamp:.3f} s "
                              "(bag loop or clock reset): tracker reset")
             self.reset()
-        pre = preprocess(points, dataclasses.replace(self.config.preprocess, n_points=None),
-                         self._rng, plane_hint=self._plane)
+        # with the deformation graph the outlier stage runs only on frames a keyframe mesh is built
+        # from (``cleaned``): the fit leaves stray points out by its distance gate, and the stage
+        # is ~4 ms of a tracked frame's ~40 on one core (docs/tracking.md, "Cost"); the flow's
+        # rigid prior registers frames to the keyframe's points, so there every frame gets it
+        late = self.config.deformation.enabled and self.config.preprocess.outlier_neighbors > 0
+        stages = dataclasses.replace(self.config.preprocess, n_points=None,
+                                     **({"outlier_neighbors": 0} if late else {}))
+        pre = preprocess(points, stages, self._rng, plane_hint=self._plane)
         self._plane = pre.plane
         info["preprocess_ms"] = 1e3 * pre.total_seconds
         info["points"] = pre.counts.as_dict()
@@ -283,6 +290,15 @@ class Tracker:
             return self._hold(stamp, f"empty frame: {len(observed)} points after preprocessing "
                                      f"(< min_points {self.config.min_points})", info, started)
 
+
+        def cleaned() -> np.ndarray:
+            if not late:
+                return observed
+            t0 = time.perf_counter()
+            kept = remove_outliers(observed, self.config.preprocess)
+            info["outliers_ms"] = 1e3 * (time.perf_counter() - t0)
+            return kept
+
         adopted = self._job is not None and self._job.future.done() and self._adopt(info)
         reason, gap = self._keyframe_reason(stamp)
         started_job = False
@@ -292,7 +308,7 @@ class Tracker:
             else:
                 self._cancel_job()  # the old segment cannot bridge the gap: mesh here and now
         if reason is not None and self._background_ok(gap):
-            self._start_job(observed, stamp, reason)
+            self._start_job(cleaned(), stamp, reason)
             reason, started_job = None, True
         if reason is None:
             mesh = self._track(observed, stamp, info)
@@ -313,13 +329,13 @@ class Tracker:
                 else:
                     self._last = mesh  # the new keyframe inherits ids from the tracked mesh now
                 if self._background_ok(False):
-                    self._start_job(observed, stamp, reason)
+                    self._start_job(cleaned(), stamp, reason)
                     reason, started_job = None, True
             if self._job is not None and not started_job:
                 self._job.pending.append((observed, stamp))
         if reason is not None:
             try:
-                mesh = self._keyframe(observed, stamp, reason, info, should_stop)
+                mesh = self._keyframe(cleaned(), stamp, reason, info, should_stop)
             except TrackingCancelled:
                 self.reset()
                 raise
