@@ -38,8 +38,8 @@ _RECORDING_ONLY = ("output.depth", "log_period")
 
 def default_overrides(device: str = "auto", threads: int = 0) -> dict[str, Any]:
     """``-p`` overrides that undo the demo's CPU settings (``occflow_ros.ros.demo.CPU_PARAMETERS``)
-    back to config/reconstruct.yaml's defaults, except the device and torch threads (the run's) and
-    the demo's recording-only settings."""
+    back to config/reconstruct.yaml's defaults with the GPU preset, except the device and torch
+    threads (the run's) and the demo's recording-only settings."""
     from occflow_ros.ros.demo import CPU_PARAMETERS
     from occflow_ros.ros.node_config import PARAMETERS_BY_NAME
 
@@ -47,6 +47,7 @@ def default_overrides(device: str = "auto", threads: int = 0) -> dict[str, Any]:
            if name not in _RECORDING_ONLY}
     out["device"] = device
     out["threads"] = threads
+    out["preset"] = "gpu"  # what a GPU-sized configuration does on the run's machine
     return out
 
 
@@ -57,7 +58,7 @@ def node_presets(device: str = "auto", threads: int = 0) -> list[tuple[str, dict
     """The rows of question 5: (label, ``DemoConfig.parameters``) — the demo's CPU settings (with the
     run's device), and the shipped defaults."""
     return [(CPU_LABEL, {"device": device}),
-            ("config/reconstruct.yaml defaults", default_overrides(device, threads))]
+            ("config/reconstruct.yaml with the GPU preset", default_overrides(device, threads))]
 
 
 def node_row(label: str, summary: Mapping[str, Any]) -> dict[str, Any]:

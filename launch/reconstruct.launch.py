@@ -9,6 +9,7 @@ Arguments (``ros2 launch occflow_ros reconstruct.launch.py --show-args``):
                 its CameraInfo, remapped onto ``depth`` and ``camera_info`` (realsense-ros 4.x names)
   model         checkpoint file; empty: model_path from params_file (empty there too: the shipped model)
   device        auto | cpu | cuda | cuda:N; empty: device from params_file
+  preset        auto | cpu | gpu | none: defaults sized for the machine; empty: preset from params_file
   use_sim_time  true when replaying a bag with --clock
   namespace     the node's namespace (one per camera); its outputs are <namespace>/occflow_reconstruct/*
   rviz          true: also start rviz2 with config/occflow.rviz
@@ -50,6 +51,9 @@ def _launch_setup(context, *args, **kwargs):
         overrides["model_path"] = os.path.abspath(os.path.expanduser(model))
     if device:
         overrides["device"] = device
+    preset = LaunchConfiguration("preset").perform(context).strip()
+    if preset:
+        overrides["preset"] = preset
     if input_type:
         overrides["input.type"] = input_type
     actions = [
@@ -105,6 +109,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "device", default_value="",
             description="auto, cpu, cuda or cuda:N; empty: device from params_file"),
+        DeclareLaunchArgument(
+            "preset", default_value="",
+            description="auto, cpu, gpu or none: defaults sized for the machine (auto: gpu on a "
+                        "CUDA device, else cpu); empty: preset from params_file"),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false",
             description="use /clock (replaying a bag with --clock)"),

@@ -235,7 +235,7 @@ def test_question5_rows_come_from_the_demo_summary_and_presets_undo_its_cpu_sett
             assert name not in defaults
         else:
             assert defaults[name] == PARAMETERS_BY_NAME[name].default, name
-    assert defaults["device"] == "cuda" and defaults["threads"] == 1
+    assert defaults["device"] == "cuda" and defaults["threads"] == 1 and defaults["preset"] == "gpu"
 
 
 def test_settings_are_validated_with_the_key_named():

@@ -259,6 +259,28 @@ def test_node_publishes_every_output_with_the_input_header_and_vertex_ids_that_p
     assert "warm-up on cpu: keyframe" in log and "tracker reset" in log
 
 
+def test_the_cpu_preset_fills_in_what_the_parameters_leave_unset_and_the_log_says_so(
+        running_node, make_node, spin_until):
+    """No CUDA here: preset auto is the CPU preset. The test's -p values win over it
+    (tracker.meshing.resolution0 16, not the preset's 12); what they leave unset comes from it
+    (tracker.solver.method midpoint; config/reconstruct.yaml leaves it to the preset)."""
+    from rclpy.parameter_client import AsyncParameterClient
+
+    log = running_node.log()
+    assert "preset cpu (auto: no CUDA device): " in log, log
+    (line,) = [x for x in log.splitlines() if "preset cpu (auto" in x]
+    assert "tracker.solver.method midpoint" in line and "tracker.meshing.resolution0" in line
+    assert line.index("tracker.meshing.resolution0") > line.index("given explicitly:")
+    probe = make_node(f"param_probe_{uuid.uuid4().hex[:8]}")
+    client = AsyncParameterClient(probe, f"{running_node.ns}/occflow_reconstruct")
+    assert spin_until([probe], lambda: client.services_are_ready(), timeout=10)
+    future = client.get_parameters(["tracker.solver.method", "tracker.meshing.resolution0",
+                                    "preset"])
+    assert spin_until([probe], future.done, timeout=10)
+    values = [v.string_value or v.integer_value for v in future.result().values]
+    assert values == ["midpoint", 16, "auto"], values
+
+
 def test_malformed_and_undecodable_messages_are_rejected_counted_and_the_next_good_frame_is_processed(
         running_node, make_node, spin_until):
     s = Session(make_node, spin_until, running_node)

@@ -52,13 +52,42 @@ def flatten(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 # -- the table and its YAML -------------------------------------------------------------------------
 
-def test_yaml_lists_every_parameter_with_its_default_and_nothing_else():
-    data = yaml.safe_load(YAML_FILE.read_text())
-    values = flatten(data["/**"]["ros__parameters"])
-    assert set(values) == set(PARAMETERS_BY_NAME)
+def test_yaml_lists_every_parameter_with_its_default_and_the_presets_the_rest():
+    """config/reconstruct.yaml sets every parameter to its default except those the presets set
+    (left unset there, so the preset fills them in; shown as comments with their defaults), and
+    both presets set the same parameters."""
+    from occflow_ros.ros.node_config import preset_values
+
+    text = YAML_FILE.read_text()
+    values = flatten(yaml.safe_load(text)["/**"]["ros__parameters"])
+    cpu, gpu = preset_values("cpu"), preset_values("gpu")
+    assert set(cpu) == set(gpu) and cpu != gpu
+    assert set(values) == set(PARAMETERS_BY_NAME) - set(cpu)
     for spec in PARAMETERS:
-        assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), \
-            spec.name
+        if spec.name in values:
+            assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), \
+                spec.name
+        else:
+            leaf = spec.name.rsplit(".", 1)[-1]
+            assert f"# {leaf}: " in text, f"{spec.name}: not shown commented out in {YAML_FILE.name}"
+            assert type(cpu[spec.name]) is type(spec.default), spec.name
+
+
+def test_a_preset_fills_in_only_what_is_not_given():
+    from occflow_ros.ros.node_config import NodeConfigError, apply_preset
+
+    values, name, added = apply_preset({"tracker.meshing.resolution0": 20}, cuda=False)
+    assert name == "cpu" and "tracker.meshing.resolution0" not in added
+    assert values["tracker.meshing.resolution0"] == 20 and values["threads"] == 1
+    assert values["tracker.solver.method"] == "midpoint"
+    assert apply_preset({}, cuda=True)[1] == "gpu" and apply_preset({}, cuda=True)[0]["threads"] == 0
+    assert apply_preset({"preset": "gpu"}, cuda=False)[1] == "gpu"
+    assert apply_preset({"preset": "none"}, cuda=False)[2] == {}
+    config = node_config_from_parameters(apply_preset({}, cuda=False)[0])
+    assert (config.tracker.meshing.resolution0, config.tracker.meshing.target_vertices,
+            config.threads, config.preset) == (12, 2000, 1, "auto")
+    with pytest.raises(NodeConfigError, match="parameter 'preset' must be one of"):
+        apply_preset({"preset": "fast"}, cuda=False)
 
 
 def test_every_parameter_has_a_description_and_numbers_have_a_range():
@@ -266,7 +295,7 @@ def test_launch_file_declares_its_arguments_and_starts_the_installed_node_with_t
     assert "generate_launch_description" in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
     assert declared == {"params_file", "input_topic", "input_type", "depth_topic", "camera_info_topic",
-                        "model", "device", "use_sim_time", "namespace", "rviz"}
+                        "model", "device", "preset", "use_sim_time", "namespace", "rviz"}
     for call in _calls(tree, "DeclareLaunchArgument"):
         assert "description" in _keywords(call)
     constants = {t.id: ast.literal_eval(a.value) for a in tree.body if isinstance(a, ast.Assign)

@@ -262,8 +262,11 @@ def test_sigint_during_a_replay_stops_it_and_leaves_a_valid_shorter_bag(files):
 
 def test_params_files_are_read_without_rclpy_and_mapped_by_the_nodes_own_function(tmp_path):
     shipped = load_params_file(REPO / "config" / "reconstruct.yaml")
-    assert shipped["tracker.meshing.resolution0"] == 32 and "tracker.preprocess.roi_min" in shipped
+    assert "tracker.meshing.resolution0" not in shipped and "tracker.preprocess.roi_min" in shipped
     assert node_config_from_parameters(shipped) == node_config_from_parameters({})  # the YAML lists defaults
+    # the replay fills in the preset as the node does (no CUDA here: the CPU preset)
+    replayed = load_replay_config(REPO / "config" / "reconstruct.yaml")
+    assert (replayed.tracker.meshing.resolution0, replayed.threads) == (12, 1)
     layered = tmp_path / "layered.yaml"
     layered.write_text("/**:\n  ros__parameters:\n    tracker: {seed: 3, max_frames: 7}\n"
                        "other_node:\n  ros__parameters: {tracker: {seed: 99}}\n"

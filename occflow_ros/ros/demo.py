@@ -125,29 +125,19 @@ class DemoResult:
 # the defaults a desktop or GPU user wants). Why each one: see WHY_PARAMETERS.
 CPU_PARAMETERS: Dict[str, Any] = {
     "device": "cpu",
-    "threads": 1,
     "tracker.preprocess.roi_enabled": True,
     "tracker.preprocess.cluster": "nearest",
-    "tracker.meshing.resolution0": 12,
-    "tracker.meshing.upsampling_steps": 2,
-    "tracker.meshing.target_vertices": 2000,
-    "tracker.solver.method": "midpoint",
     "output.depth": 10,
     "log_period": 5.0,
 }
 WHY_PARAMETERS = (
-    "Why: one torch thread (the node shares 2 cores with this demo and any training run; two "
-    "multi-threaded torch processes on 2 cores slow each other down ~9x); a region of interest "
-    "around where the person stands (a user sets it once for a fixed camera; it cuts the 300k "
-    "points of a 640x480 frame to ~60k before filtering: preprocessing ~40 ms instead of ~170 ms), "
-    "with the nearest cluster kept after the floor plane is removed; keyframe meshing on a 48^3 "
-    "MISE grid (12 * 2^2) decimated to 2000 vertices, which keeps a keyframe near 170 ms on one "
-    "core (64^3: ~240 ms and 17 instead of 20 Hz processed, for a keyframe mesh 0.2 cm closer in "
-    "Chamfer-L1; the default 128^3 grid is for a GPU); the midpoint solver between frames (half "
-    "rk4's cost, 6 instead of 13 ms per frame for 2000 vertices; at one step per frame its "
-    "integration error is far below the model's, docs/benchmarks.md); output history 10 so the "
-    "demo records every output. Everything else is config/reconstruct.yaml's default (1 s "
-    "keyframe window = the model's).")
+    "Why: the CPU (device cpu: the preset is then the CPU preset, config/preset_cpu.yaml: one "
+    "torch thread, keyframes meshed in line on a 48^3 MISE grid decimated to 2000 vertices, ~200 "
+    "ms on one core, and the midpoint solver); a region of interest around where the person "
+    "stands (a user sets it once for a fixed camera; it cuts the 300k points of a 640x480 frame "
+    "to ~60k before filtering), with the nearest cluster kept after the floor plane is removed; "
+    "output history 10 so the demo records every output. Everything else is "
+    "config/reconstruct.yaml's default (1 s keyframe window = the model's).")
 
 
 def format_parameter(value: Any) -> str:

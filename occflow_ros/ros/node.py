@@ -71,8 +71,10 @@ from .node_config import (
     NodeConfigError,
     OutputOptions,
     ParamSpec,
+    apply_preset,
     check_parameter,
     node_config_from_parameters,
+    preset_values,
     unknown_parameters_message,
 )
 from .node_runtime import LatestMailbox, NodeStats
@@ -255,13 +257,31 @@ class ReconstructNode(Node):
         if self._stop_requested.is_set():
             raise _Interrupted()
 
+    def _preset(self, overrides: Dict[str, Any]) -> Dict[str, Any]:
+        """The preset's values (``preset``; auto: gpu when ``device`` gives a CUDA device, else
+        cpu), each to be the default of its parameter: what the params file and -p give wins."""
+        given = {name: check_parameter(PARAMETERS_BY_NAME[name], _plain(p.value))
+                 for name, p in overrides.items() if name in PARAMETERS_BY_NAME}
+        values, name, added = apply_preset(given)
+        explicit = sorted(set(preset_values(name)) - set(added))
+        how = (f"auto: {'a CUDA device' if name == 'gpu' else 'no CUDA device'}"
+               if given.get("preset", "auto") == "auto" else "asked for")
+        self.get_logger().info(
+            f"preset {name} ({how}): " + (", ".join(f"{k} {v}" for k, v in added.items())
+                                          or "nothing to set")
+            + (f"; given explicitly: {', '.join(explicit)}" if explicit else ""))
+        return added
+
     def _read_parameters(self) -> NodeConfig:
-        """Declare every parameter with its descriptor, then validate them all at once."""
+        """Declare every parameter with its descriptor (defaults: the built-in ones under the
+        preset's), then validate them all at once."""
         overrides = getattr(self, "_parameter_overrides", {})  # what --params-file / -p gave
+        preset = self._preset(overrides)
         values: Dict[str, Any] = {}
         for spec in PARAMETERS:
             try:
-                param = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                param = self.declare_parameter(spec.name, preset.get(spec.name, spec.default),
+                                               _descriptor(spec))
             except ParameterException as e:
                 given = overrides.get(spec.name)
                 got = repr(_plain(given.value)) if given is not None else "?"

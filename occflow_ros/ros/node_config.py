@@ -34,6 +34,10 @@ __all__ = [
     "ParamSpec",
     "PARAMETERS",
     "PARAMETERS_BY_NAME",
+    "PRESETS",
+    "apply_preset",
+    "choose_preset",
+    "preset_values",
     "check_parameter",
     "default_model_path",
     "node_config_from_parameters",
@@ -46,6 +50,8 @@ __all__ = [
 DEFAULT_MODEL_FILE = SHIPPED_MODEL_FILE
 INPUT_QOS = ("sensor_data", "reliable")
 INPUT_TYPES = ("points", "depth")
+#: parameter presets for the machine (config/preset_<name>.yaml); auto: gpu on a CUDA device, else cpu
+PRESETS = ("auto", "cpu", "gpu", "none")
 CLUSTER_MODES = ("auto", "nearest", "none")
 _DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
@@ -130,6 +136,11 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "of refusing to start"),
     _P("precision", "auto", "network precision: auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA "
        "only), bf16", choices=tuple(PRECISIONS)),
+    _P("preset", "auto", "defaults sized for the machine: cpu (config/preset_cpu.yaml: one core, "
+       "a 48^3 keyframe grid, 2000 vertices), gpu (config/preset_gpu.yaml: a 128^3 grid, 3000 "
+       "vertices, keyframes in the background), auto (gpu when the networks run on a CUDA device, "
+       "else cpu) or none (the built-in defaults). A preset only sets what the parameters file and "
+       "-p leave unset; the log names the preset and what it set", choices=PRESETS),
     _P("threads", 0, "torch CPU threads (torch.set_num_threads); 0: torch's default (all cores). Keep it "
        "small when other processes share the cores: two torch processes with 2 threads each on 2 cores "
        "slow each other down ~9x", lo=0, hi=256),
@@ -270,6 +281,56 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
 del _P
 
 PARAMETERS_BY_NAME: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def choose_preset(preset: str, cuda: bool) -> str:
+    """The preset a ``preset`` setting means on a machine whose networks run on CUDA or not."""
+    if preset not in PRESETS:
+        raise NodeConfigError(f"parameter 'preset' must be one of {', '.join(PRESETS)}, got "
+                              f"{preset!r}")
+    if preset == "auto":
+        return "gpu" if cuda else "cpu"
+    return preset
+
+
+def preset_values(name: str) -> Dict[str, Any]:
+    """The parameter values of a preset (``config/preset_<name>.yaml``, from the checkout or the
+    installed share directory); {} for 'none'. Raises NodeConfigError for a file that is missing,
+    or sets a parameter that does not exist or a value out of its range."""
+    if name == "none":
+        return {}
+    from .params_file import load_params_file, shipped_config
+
+    path = shipped_config(f"preset_{name}.yaml")
+    values = load_params_file(path)
+    unknown = sorted(set(values) - set(PARAMETERS_BY_NAME))
+    if unknown or "preset" in values:
+        raise NodeConfigError(f"preset file {path}: "
+                              + (unknown_parameters_message(unknown) if unknown
+                                 else "a preset cannot set 'preset'"))
+    return {k: check_parameter(PARAMETERS_BY_NAME[k], v) for k, v in values.items()}
+
+
+def apply_preset(values: Mapping[str, Any], cuda: Optional[bool] = None
+                 ) -> Tuple[Dict[str, Any], str, Dict[str, Any]]:
+    """The parameters as given (name -> value) with the preset's values filled in where a name is
+    not given: (all values, the preset's name, what it filled in). ``cuda``: whether the networks
+    run on a CUDA device (None: as ``device`` and ``allow_cpu_fallback`` select it here). Raises
+    NodeConfigError for a bad ``preset`` or preset file."""
+    spec = PARAMETERS_BY_NAME["preset"]
+    preset = check_parameter(spec, values.get("preset", spec.default))
+    if cuda is None:
+        from ..model import select_device
+
+        try:
+            device = select_device(str(values.get("device", "auto")),
+                                   fallback_to_cpu=bool(values.get("allow_cpu_fallback", False)))
+            cuda = device.type == "cuda"
+        except ModelError:
+            cuda = False  # a device that cannot be had is refused by name where the model loads
+    name = choose_preset(preset, cuda)
+    added = {k: v for k, v in preset_values(name).items() if k not in values}
+    return {**values, **added}, name, added
 
 
 def check_parameter(spec: ParamSpec, value: Any) -> Any:
@@ -445,6 +506,7 @@ class NodeConfig:
     stats_window: float
     log_period: float
     tracker: TrackerConfig
+    preset: str = "auto"
 
 
 def _check_device(spec: str) -> str:
@@ -483,4 +545,5 @@ def node_config_from_parameters(values: Mapping[str, Any]) -> NodeConfig:
         stats_window=v["diagnostics.window"],
         log_period=v["log_period"],
         tracker=tracker_config_from_parameters(v),
+        preset=v["preset"],
     )

@@ -41,7 +41,7 @@ from .bag_io import OutputBag, open_input_bag
 from .cdr import serialize_cdr
 from .conversions import stamp_to_ns, to_diagnostics
 from .errors import BagError, PointCloud2Error
-from .node_config import NodeConfig, node_config_from_parameters
+from .node_config import NodeConfig, apply_preset, node_config_from_parameters
 from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard, output_topic
 from .params_file import load_params_file
 from .pointcloud2 import auto_stride, read_xyz
@@ -68,12 +68,14 @@ def load_replay_config(params_file: Optional[Union[str, os.PathLike]] = None, *,
                        overrides: Optional[Mapping[str, Any]] = None) -> NodeConfig:
     """The node's configuration for a replay: the params file's values for ``occflow_reconstruct``
     (none: every parameter's default, which config/reconstruct.yaml also lists), then ``overrides``
-    (flat names, like ``-p name:=value``), then ``model`` as ``model_path``; validated by the node's
+    (flat names, like ``-p name:=value``), then ``model`` as ``model_path``, then the ``preset``'s
+    values for what is still unset (as the node fills them in); validated by the node's
     own :func:`~occflow_ros.ros.node_config.node_config_from_parameters`. Raises NodeConfigError."""
     values: Dict[str, Any] = dict(load_params_file(params_file)) if params_file is not None else {}
     values.update(overrides or {})
     if model is not None:
         values["model_path"] = str(model)
+    values, _, _ = apply_preset(values)
     return node_config_from_parameters(values)
 
 

@@ -639,11 +639,14 @@ class Tracker:
         info.update(keyframe=False, deformation_ms=1e3 * (t1 - t_fit),
                     deformation_pairs=graph.last_pairs)
         info["residual_m"], info["coverage_m"] = self._residuals(vertices_m, seg.faces, observed)
+        t2 = time.perf_counter()
+        info["checks_ms"] = 1e3 * (t2 - t1)
         seen = seg.norm.to_metres(x[0].float().cpu().numpy())
         keyframe_points = None
         if self.config.input_correspondences:
             back = graph.keyframe_positions(x[0].float().cpu().numpy())
             keyframe_points = seg.norm.to_metres(back.astype(np.float32))
+            info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
         return TrackedMesh(
             stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
