@@ -7,7 +7,8 @@ Run from the repository root (this is what ``make bench`` does):
 Questions (one table each): 1. keyframe + tracking vs per-frame reconstruction; 2. correspondence
 baselines (nearest neighbour, Coherent Point Drift); 3. ODE solvers and mesh sizes; 4. I/O
 (PointCloud2 decode, output build + serialize); 5. the node end to end over DDS; 6. the GPU (the
-same networks on the device chosen with ``select_device``). The default sizes finish in well under
+same networks on the device chosen with ``select_device``); 7. a tracked frame stage by stage on
+one CPU core (``bench_frame.py``). The default sizes finish in well under
 15 minutes on a 2-core CPU; progress lines say where the run is. ``--questions`` runs a subset (the
 other tables then say "not run"); ``--out`` writes elsewhere than docs/benchmarks.md.
 """
@@ -39,7 +40,7 @@ from harness import (
 
 __all__ = ["main", "parse_args", "config_from_args", "render_doc"]
 
-QUESTIONS = (1, 2, 3, 4, 5, 6)
+QUESTIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"device {device}; questions {sorted(questions)}; writing {args.out}")
 
     import bench_tracking as bt
+    from bench_frame import Q7_COLUMNS, Q7_TITLE, frame_stages
     from bench_io import Q4_COLUMNS, io_costs
     from bench_node import Q5_COLUMNS, node_end_to_end, node_presets
 
@@ -219,6 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables.append(bt.gpu_table(machine, results))
     else:
         tables.append(_not_run("6. GPU", bt.Q6_COLUMNS, "Not run (--questions)."))
+    if 7 in questions:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the question is one core's cost
+        try:
+            tables.append(frame_stages(progress=progress))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        tables.append(_not_run(Q7_TITLE, Q7_COLUMNS, "Not run (--questions)."))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     machine["load average at end"] = f"{load:.2f} (1 min)"

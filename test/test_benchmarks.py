@@ -21,6 +21,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import bench_tracking as bt  # noqa: E402
 from analytic_models import sphere_model  # noqa: E402
+from bench_frame import Q7_COLUMNS, WHOLE, frame_stages  # noqa: E402
 from bench_io import Q4_COLUMNS, io_costs  # noqa: E402
 from bench_node import Q5_COLUMNS, node_presets, node_row, node_targets  # noqa: E402
 from harness import (  # noqa: E402
@@ -236,6 +237,31 @@ def test_question5_rows_come_from_the_demo_summary_and_presets_undo_its_cpu_sett
         else:
             assert defaults[name] == PARAMETERS_BY_NAME[name].default, name
     assert defaults["device"] == "cuda" and defaults["threads"] == 1 and defaults["preset"] == "gpu"
+
+
+def test_question7_times_each_stage_of_real_tracked_frames_and_judges_the_targets():
+    """A short real run (the demo's person, the shipped model, one thread): every stage timed on
+    the tracked frames, the stages inside the frame adding up to at most the whole, the four
+    targets judged on the numbers in the table."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        table = frame_stages(seconds=1.0, fps=8.0, progress=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    _columns_match(table, Q7_COLUMNS)
+    p50 = {r["stage"]: r["p50"] for r in table.rows}
+    assert {"decode (deserialize + read_xyz)", "preprocess", "graph fit",
+            "checks (residual, coverage)", "outputs (build + serialize)", WHOLE} <= set(p50)
+    assert all(r["p50"] > 0 and r["p95"] >= r["p50"] for r in table.rows
+               if r["stage"] != "other (model input, ids, bookkeeping)")
+    parts = sum(v for k, v in p50.items() if k != WHOLE and not k.startswith(" "))
+    assert p50["graph fit"] > p50["  of which the fit's rigid stage"] > 0
+    assert parts <= 1.2 * p50[WHOLE]  # medians of parts need not add up exactly
+    (whole, _, pre, share) = table.targets
+    assert whole.met == (p50[WHOLE] <= 25.0) and f"{p50[WHOLE]:.1f} ms" == whole.measured
+    assert pre.met == (p50["preprocess"] <= 6.0)
+    assert share.met == (p50["preprocess"] <= 0.15 * p50[WHOLE])
 
 
 def test_settings_are_validated_with_the_key_named():
