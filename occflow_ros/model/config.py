@@ -57,13 +57,13 @@ class ModelConfig:
     # Occupancy decoder's local cue: each query also sees its k nearest keyframe input points
     # (offsets and distances, pooled by a small PointNet of width local_hidden). 0: the paper's
     # decoder, conditioned on the global shape code only (on this project's partial single-view
-    # clouds its training loss plateaued far from the data; see README, "Training").
+    # clouds its training loss plateaued far from the data; see docs/training.md).
     local_neighbors: int = 8
     local_hidden: int = 64
     # The rigid prior (occflow_ros.model.rigid): the flows carry points with the window's rigid
     # poses (ICP of each frame to the keyframe) and the velocity field learns the rest in the
     # keyframe-aligned body frame. False: the paper's field, which on this project's partial
-    # single-view clouds learnt little more than the body's mean translation (README, "Training").
+    # single-view clouds learnt little more than the body's mean translation (docs/training.md).
     velocity_rigid: bool = False
     input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
     window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]

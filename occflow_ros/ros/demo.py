@@ -62,7 +62,7 @@ CAMERA_INFO_TOPIC = "/demo/camera_info"
 INPUTS = ("points", "depth")
 MODEL_HINT = (
     "the shipped model is occflow_ros/weights/occflow_default.pt; until it is there, train one with "
-    "the README's commands (section 'Training and the shipped model': occflow-make-dataset ... && "
+    "the commands of docs/training.md (occflow-make-dataset ... && "
     "occflow-train --config config/train_synthetic.yaml) and run the demo with --model "
     "runs/train/best.pt (make demo DEMO_ARGS='--model runs/train/best.pt')")
 
