@@ -33,6 +33,7 @@ setup(
         "torch>=2.1",
         "torchdiffeq>=0.2.3",
         "PyMCubes>=0.1.4",
+        "threadpoolctl>=3.1",
         "rosbags>=0.11",
     ],
     zip_safe=False,

@@ -1,7 +1,7 @@
 """What one tracked frame costs, stage by stage, from the serialized message in to the outputs built:
 the node's own code on the demo's person at 640x480, in this process, one CPU core.
 
-Run:  . tools/env.sh && OMP_NUM_THREADS=1 python benchmarks/bench_frame.py [--seconds 6] [--fps 15]
+Run:  . tools/env.sh && python benchmarks/bench_frame.py [--seconds 6] [--fps 15]
 (question 7 of ``make bench``, which writes its table into docs/benchmarks.md).
 
 The demo's scene (occflow_ros.evaluation.demo_scene, a jumping person seen by a simulated RealSense)
@@ -23,7 +23,6 @@ import dataclasses
 import time
 
 import numpy as np
-import torch
 from harness import Table, Target
 
 
@@ -114,10 +113,10 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
     table.notes.append(
         f"{len(rows)} tracked frames of {len(scene)} ({seconds:g} s of the demo's person at "
         f"{fps:g} Hz, 640x480, input.stride automatic, the {preset} preset, the demo's region of "
-        "interest), in one process with one torch thread: the node's own code without DDS. "
+        "interest), in one process with one thread (torch and BLAS): the node's own code without DDS. "
         "Frames come as fast as they are processed, so this is what a frame costs, not the node's "
         "rate (question 5 and `make demo` stream in real time). Alone: "
-        "`OMP_NUM_THREADS=1 python benchmarks/bench_frame.py`.")
+        "`python benchmarks/bench_frame.py`.")
     return table
 
 
@@ -127,7 +126,9 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second (default 15)")
     parser.add_argument("--seed", type=int, default=7, help="the demo's person and noise")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    from occflow_ros.model import limit_cpu_threads
+
+    limit_cpu_threads(1)
     table = frame_stages(seconds=args.seconds, fps=args.fps, seed=args.seed,
                          progress=lambda m: None)
     print(table.markdown())

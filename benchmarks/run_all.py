@@ -222,12 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         tables.append(_not_run("6. GPU", bt.Q6_COLUMNS, "Not run (--questions)."))
     if 7 in questions:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the question is one core's cost
+        from occflow_ros.model import limit_cpu_threads
+
+        restore = limit_cpu_threads(1)  # the question is one core's cost (torch and BLAS)
         try:
             tables.append(frame_stages(progress=progress))
         finally:
-            torch.set_num_threads(threads)
+            restore()
     else:
         tables.append(_not_run(Q7_TITLE, Q7_COLUMNS, "Not run (--questions)."))
 

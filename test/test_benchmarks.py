@@ -243,12 +243,13 @@ def test_question7_times_each_stage_of_real_tracked_frames_and_judges_the_target
     """A short real run (the demo's person, the shipped model, one thread): every stage timed on
     the tracked frames, the stages inside the frame adding up to at most the whole, the four
     targets judged on the numbers in the table."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    from occflow_ros.model import limit_cpu_threads
+
+    restore = limit_cpu_threads(1)
     try:
         table = frame_stages(seconds=1.0, fps=8.0, progress=lambda m: None)
     finally:
-        torch.set_num_threads(threads)
+        restore()
     _columns_match(table, Q7_COLUMNS)
     p50 = {r["stage"]: r["p50"] for r in table.rows}
     assert {"decode (deserialize + read_xyz)", "preprocess", "graph fit",

@@ -77,3 +77,28 @@ def test_reduced_precision_keeps_the_ode_state_float32():
     assert low.dtype == torch.float32
     assert (low - full).abs().max() < 2e-2  # bf16 keeps ~3 significant digits
     assert not torch.equal(low, full)  # and autocast was really used
+
+
+def test_limit_cpu_threads_limits_torch_and_the_blas_pools_numpy_uses_and_restores_them():
+    """From 2 threads each (set here: the suite runs with OMP_NUM_THREADS=1) to 1, and back."""
+    import numpy  # noqa: F401  (its BLAS is loaded)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from occflow_ros.model import limit_cpu_threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(limits=2, user_api="blas"):
+        torch.set_num_threads(2)
+        try:
+            assert blas_threads() and set(blas_threads()) == {2}
+            restore = limit_cpu_threads(1)
+            assert torch.get_num_threads() == 1 and set(blas_threads()) == {1}
+            restore()
+            assert torch.get_num_threads() == 2 and set(blas_threads()) == {2}
+        finally:
+            torch.set_num_threads(torch_threads)
+    with pytest.raises(ModelError, match="threads must be >= 1"):
+        limit_cpu_threads(0)

@@ -9,7 +9,7 @@ from .checkpoint import (
 )
 from .config import SOLVERS, ModelConfig, ModelError, SolverConfig
 from .decoders import OccupancyDecoder, VelocityField
-from .device import autocast_dtype, select_device
+from .device import autocast_dtype, limit_cpu_threads, select_device
 from .encoders import EncoderState, SpatialEncoder, SpatioTemporalEncoder
 from .flow import integrate
 from .occflow import OccupancyFlow
@@ -34,5 +34,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "select_device",
+    "limit_cpu_threads",
     "shipped_model_path",
 ]

@@ -8,9 +8,30 @@ import torch
 
 from .config import ModelError
 
-__all__ = ["select_device", "autocast_dtype", "PRECISIONS"]
+__all__ = ["select_device", "autocast_dtype", "limit_cpu_threads", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def limit_cpu_threads(n: int) -> Callable[[], None]:
+    """At most ``n`` CPU threads for torch and for the BLAS/OpenMP pools numpy and scipy use
+    (threadpoolctl), in this process from now on; returns a function that restores what was there.
+    The point work between the networks (the deformation graph's banded Cholesky, small matrix
+    products) is many small BLAS calls: on the 2-core VM a tracked frame took 43.5 ms with
+    OpenBLAS's default 2 threads against 31.7 ms with one (benchmarks/bench_frame.py)."""
+    from threadpoolctl import threadpool_limits
+
+    if n < 1:
+        raise ModelError(f"threads must be >= 1, got {n}")
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    limits = threadpool_limits(limits=n)
+
+    def restore() -> None:
+        limits.restore_original_limits()
+        torch.set_num_threads(torch_threads)
+
+    return restore
 
 
 def select_device(spec: str = "auto", *, fallback_to_cpu: bool = False,

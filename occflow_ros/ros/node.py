@@ -59,7 +59,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from ..model import CheckpointError, ModelError, load_checkpoint, select_device
+from ..model import (CheckpointError, ModelError, limit_cpu_threads, load_checkpoint,
+                     select_device)
 from ..tracking import Tracker, TrackerConfig, TrackingCancelled, TrackingError
 from .conversions import stamp_to_ns, to_diagnostics
 from .depth_image import CameraInfoStore, depth_points
@@ -313,7 +314,7 @@ class ReconstructNode(Node):
 
     def _load_model(self, cfg: NodeConfig):
         if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+            limit_cpu_threads(cfg.threads)  # torch's threads and numpy/scipy's BLAS pools
         try:
             device = select_device(cfg.device, fallback_to_cpu=cfg.allow_cpu_fallback)
         except ModelError as e:

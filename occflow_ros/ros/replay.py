@@ -99,13 +99,12 @@ def make_tracker(config: NodeConfig, *, threads: Optional[int] = None):
     CheckpointError / ModelError naming the problem."""
     import torch
 
-    from ..model import CheckpointError, ModelError, load_checkpoint, select_device
+    from ..model import (CheckpointError, limit_cpu_threads, load_checkpoint,
+                         select_device)
     from ..tracking import Tracker
 
     n = threads if threads is not None else (config.threads or 1)
-    if n < 1:
-        raise ModelError(f"threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
+    limit_cpu_threads(n)  # torch's and numpy/scipy's BLAS pools; ModelError below 1
     device = select_device(config.device, fallback_to_cpu=config.allow_cpu_fallback)
     path = config.model_path
     if config.model_path_is_default and not path.is_file():
