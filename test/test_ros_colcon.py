@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
-import yaml
 from conftest import REPO
-from node_peer import FRAME_ID, sphere_message, sweep_time
-from occflow_ros_msgs.msg import TrackedMesh
-from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import PointCloud2
-from test_ros_launch import FAST_PARAMS, ros2
-
-RELIABLE = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10,
-                      reliability=QoSReliabilityPolicy.RELIABLE)
+from test_ros_launch import Launched, fast_params, ros2
 
 
 def clone_into(src) -> None:
@@ -58,8 +48,7 @@ def test_colcon_builds_both_packages_and_the_node_runs_from_the_install_space(
     assert (install / "occflow_ros" / "share" / "occflow_ros" / "launch"
             / "reconstruct.launch.py").is_file()
 
-    params = tmp_path / "fast.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": FAST_PARAMS}}))
+    params = fast_params(tmp_path / "fast.yaml")
     ns = f"/colcon_test_{uuid.uuid4().hex[:8]}"
     topic = f"{ns}/camera/points"
     sourced = f". {install / 'setup.bash'} && "
@@ -73,43 +62,18 @@ def test_colcon_builds_both_packages_and_the_node_runs_from_the_install_space(
     # the package, its messages and the config files the demo needs: all from the install space
     lines = where.stdout.split()
     assert len(lines) == 4 and all(line.startswith(str(install)) for line in lines), where.stdout
-    log_path = tmp_path / "launch.log"
-    with open(log_path, "wb") as log:
-        # the shipped model from the install space (no model argument)
-        proc = subprocess.Popen(
-            ["bash", "-c", sourced + f"exec ros2 launch occflow_ros reconstruct.launch.py "
-             f"params_file:={params} input_topic:={topic} device:=cpu namespace:={ns}"],
-            cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def text() -> str:
-        return log_path.read_text(errors="replace")
-
+    # the shipped model from the install space (no model argument)
+    run = Launched(["bash", "-c", sourced + "exec ros2 launch occflow_ros reconstruct.launch.py "
+                    f"params_file:={params} input_topic:={topic} device:=cpu namespace:={ns}"],
+                   tmp_path / "launch.log", cwd=ws, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while "ready:" not in text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "ready:" in text(), text()
-        assert f"model {install}/occflow_ros/" in text(), text()
-        tester = make_node(f"colcon_tester_{uuid.uuid4().hex[:8]}")
-        tracked: list = []
-        tester.create_subscription(TrackedMesh, f"{ns}/occflow_reconstruct/tracked_mesh",
-                                   tracked.append, RELIABLE)
-        publisher = tester.create_publisher(PointCloud2, topic, qos_profile_sensor_data)
-        start = tester.get_clock().now().nanoseconds
-
-        def send() -> None:
-            now = tester.get_clock().now().nanoseconds
-            publisher.publish(sphere_message(now, sweep_time((now - start) / 1e9), FRAME_ID))
-
-        tester.create_timer(1 / 30, send)
-        assert spin_until([tester], lambda: len(tracked) >= 3, timeout=60), text()
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=15)
+        run.wait_ready()
+        assert f"model {install}/occflow_ros/" in run.log(), run.log()
+        run.stream(make_node, spin_until, ns, topic, lambda t: len(t) >= 3, timeout=60)
+        rc = run.interrupt()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert rc == 0 and "[reconstruct-1]: process has finished cleanly" in text(), text()
+        run.kill()
+    assert rc == 0 and "[reconstruct-1]: process has finished cleanly" in run.log(), run.log()
 
 
 def test_the_clone_holds_what_colcon_needs(tmp_path):

@@ -43,30 +43,30 @@ def ros2() -> str:
     pytest.skip(message)
 
 
-def test_ros2_launch_by_package_name_tracks_a_stream_and_stops_cleanly_on_ctrl_c(
-        tmp_path, make_node, spin_until):
-    command = ros2()
-    model = save_ball_checkpoint(tmp_path / "ball.pt")
-    params = tmp_path / "fast.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": FAST_PARAMS}}))
-    ns = f"/launch_test_{uuid.uuid4().hex[:8]}"
-    topic = f"{ns}/camera/points"
-    log_path = tmp_path / "launch.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [command, "launch", "occflow_ros", "reconstruct.launch.py", f"params_file:={params}",
-             f"input_topic:={topic}", f"model:={model}", "device:=cpu", f"namespace:={ns}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ),
-            start_new_session=True)
+class Launched:
+    """A `ros2 launch` (or any) command in its own process group, its output in a log file: wait
+    until the node is ready, stream the sphere to it and collect its TrackedMesh messages, then
+    Ctrl-C it the way a terminal does (SIGINT to the whole group)."""
 
-    def log_text() -> str:
-        return log_path.read_text(errors="replace")
+    def __init__(self, argv, log_path, *, cwd, env=None) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                         env=dict(env or os.environ), start_new_session=True)
 
-    try:
-        deadline = time.monotonic() + 120
-        while "ready:" not in log_text() and proc.poll() is None and time.monotonic() < deadline:
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while "ready:" not in self.log() and self.proc.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert "ready:" in log_text(), log_text()
+        assert "ready:" in self.log(), self.log()
+
+    def stream(self, make_node, spin_until, ns: str, topic: str, enough, timeout: float = 40.0):
+        """Publish the sphere on ``topic`` at 30 Hz until ``enough(tracked)``; the TrackedMesh
+        messages of the node in ``ns``."""
         tester = make_node(f"launch_tester_{uuid.uuid4().hex[:8]}")
         tracked: list = []
         tester.create_subscription(TrackedMesh, f"{ns}/occflow_reconstruct/tracked_mesh",
@@ -79,19 +79,46 @@ def test_ros2_launch_by_package_name_tracks_a_stream_and_stops_cleanly_on_ctrl_c
             publisher.publish(sphere_message(now, sweep_time((now - start) / 1e9), FRAME_ID))
 
         tester.create_timer(1 / 30, send)
-        assert spin_until([tester], lambda: len({m.keyframe_id for m in tracked}) >= 2
-                          and len(tracked) >= 6, timeout=40), log_text()
+        assert spin_until([tester], lambda: enough(tracked), timeout=timeout), self.log()
+        return tracked
+
+    def interrupt(self, timeout: float = 15.0) -> int:
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def fast_params(path):
+    """A parameters file with FAST_PARAMS for every node."""
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": FAST_PARAMS}}))
+    return path
+
+
+def test_ros2_launch_by_package_name_tracks_a_stream_and_stops_cleanly_on_ctrl_c(
+        tmp_path, make_node, spin_until):
+    command = ros2()
+    model = save_ball_checkpoint(tmp_path / "ball.pt")
+    params = fast_params(tmp_path / "fast.yaml")
+    ns = f"/launch_test_{uuid.uuid4().hex[:8]}"
+    topic = f"{ns}/camera/points"
+    run = Launched([command, "launch", "occflow_ros", "reconstruct.launch.py",
+                    f"params_file:={params}", f"input_topic:={topic}", f"model:={model}",
+                    "device:=cpu", f"namespace:={ns}"], tmp_path / "launch.log", cwd=tmp_path)
+    try:
+        run.wait_ready()
+        tracked = run.stream(make_node, spin_until, ns, topic,
+                             lambda t: len({m.keyframe_id for m in t}) >= 2 and len(t) >= 6)
         assert all(m.header.frame_id == FRAME_ID for m in tracked)
         assert not tracked[0].topology_changed or tracked[0].keyframe_id == 0
         assert any(not m.topology_changed for m in tracked), "no tracked frame between keyframes"
-        # Ctrl-C as a terminal sends it: to the whole process group
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(timeout=15)
+        rc = run.interrupt()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = log_text()
+        run.kill()
+    text = run.log()
     assert rc == 0, text
     assert "shut down cleanly" in text, text
     assert "[reconstruct-1]: process started" in text  # lib/occflow_ros/reconstruct, found by launch_ros
