@@ -349,6 +349,81 @@ def test_out_of_gpu_memory_shrinks_the_batches_shows_chunk_size_in_diagnostics_a
                      warnings[0])
 
 
+# -- a tracker that keeps failing -------------------------------------------------------------------
+
+def test_a_tracker_failing_frame_after_frame_turns_the_diagnostics_to_error_until_a_frame_works(
+        model_file):
+    """Three tracker errors in a row (a network that raises on every call: a broken GPU, say) make
+    the node's status ERROR with the reason over /diagnostics; the first frame processed after the
+    network works again ends it, and the node kept running throughout."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from occflow_ros.ros.node import TRACKER_ERRORS_FOR_ERROR
+
+    args = ["--ros-args", "-p", f"model_path:={model_file}", *FAST, "-p", "log_period:=0.0",
+            "-p", "diagnostics.period:=0.1"]
+    context = Context()
+    rclpy.init(args=args, context=context)
+    node = tester = None
+    try:
+        node = ReconstructNode(context=context)
+        decoder = node.tracker.model.decoder
+        forward = decoder.forward
+        broken = {"on": True}
+
+        def failing(*a, **k):
+            if broken["on"]:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+            return forward(*a, **k)
+
+        decoder.forward = failing
+        tester = rclpy.create_node(f"failing_{uuid.uuid4().hex[:8]}", context=context)
+        publisher = tester.create_publisher(PointCloud2, "points", RELIABLE)
+        statuses: List[Tuple[int, str, Dict[str, str]]] = []
+        outputs: List[Any] = []
+        tester.create_subscription(TrackedMesh, "/occflow_reconstruct/tracked_mesh", outputs.append,
+                                   RELIABLE)
+        tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: statuses.extend(
+            (int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
+             else int(status.level), status.message, {kv.key: kv.value for kv in status.values})
+            for status in m.status if status.name == "occflow_ros: /occflow_reconstruct"), 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.add_node(tester)
+        start = tester.get_clock().now().nanoseconds
+
+        def send_and_wait(k: int, until) -> None:
+            publisher.publish(sphere_message(start + k * 33_000_000, k / 30))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not until():
+                executor.spin_once(timeout_sec=0.05)
+            assert until(), statuses[-3:]
+
+        def errors() -> int:
+            return int(statuses[-1][2]["tracker_errors"]) if statuses else 0
+
+        for k in range(TRACKER_ERRORS_FOR_ERROR):
+            send_and_wait(k, lambda k=k: errors() >= k + 1)
+        send_and_wait(TRACKER_ERRORS_FOR_ERROR,
+                      lambda: statuses and statuses[-1][0] == int.from_bytes(DiagnosticStatus.ERROR,
+                                                                               "little"))
+        level, message, values = statuses[-1]
+        assert f"the tracker failed on the last {TRACKER_ERRORS_FOR_ERROR}" in message
+        assert "illegal memory access" in message and not outputs
+        broken["on"] = False
+        k = TRACKER_ERRORS_FOR_ERROR + 1
+        send_and_wait(k, lambda: bool(outputs) and statuses[-1][0] != level)
+        assert statuses[-1][0] in (int.from_bytes(DiagnosticStatus.OK, "little"),
+                                   int.from_bytes(DiagnosticStatus.WARN, "little"))
+        executor.shutdown()
+    finally:
+        if tester is not None:
+            tester.destroy_node()
+        if node is not None:
+            node.destroy_node()
+        context.try_shutdown()
+
+
 # -- stopping in the middle of a keyframe -------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

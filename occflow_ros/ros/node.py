@@ -89,6 +89,7 @@ THROTTLE_S = 5.0  # rate limit of repeated warnings about bad input
 JOIN_TIMEOUT_S = 1.0  # how long shutdown waits for the worker (SIGTERM to exit stays under 2 s)
 FLUSH_TIMEOUT_S = 0.3  # how long shutdown waits for subscribers to acknowledge the last outputs
 NO_INPUT_WARN_S = 2.0  # diagnostics warn when no cloud came for this long
+TRACKER_ERRORS_FOR_ERROR = 3  # diagnostics say ERROR after this many tracker errors in a row
 _LARGE_CLOUD_NOTE = (
     "best-effort delivery of large clouds (a 640x480 cloud is 4.9 MB) needs Fast DDS shared memory or "
     "LARGE_DATA: over the default UDP transport no message arrives at all (every fragment must "
@@ -550,7 +551,11 @@ class ReconstructNode(Node):
         s = self._stats.snapshot()  # outcomes first, then the mailbox: taken >= the outcomes read
         box = self._mailbox.counts()
         since = s["seconds_since_input"]
-        if since is None:
+        failing = s["consecutive_tracker_errors"]
+        if failing >= TRACKER_ERRORS_FOR_ERROR:
+            level, message = "error", (f"the tracker failed on the last {failing} frames (none "
+                                       f"processed since): {s['last_tracker_error']}")
+        elif since is None:
             level, message = "warn", f"waiting for clouds on {self.input_topic}"
         elif since > NO_INPUT_WARN_S:
             level, message = "warn", f"no cloud on {self.input_topic} for {since:.1f} s"

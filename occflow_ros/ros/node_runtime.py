@@ -109,6 +109,7 @@ class NodeStats:
         self._first: Optional[float] = None
         self._last_received: Optional[float] = None
         self._last_problem: Optional[float] = None
+        self._failing = 0  # tracker errors since the last frame processed
         self.counts: Dict[str, int] = {"frames_received": 0, "frames_processed": 0, "keyframes": 0,
                                        "resets": 0, "held_frames": 0, "rejected_messages": 0,
                                        "tracker_errors": 0, "publish_errors": 0,
@@ -145,6 +146,7 @@ class NodeStats:
             self._processed.append((t, float(latency_ms), float(processing_ms)))
             self.counts["frames_processed"] += 1
             self.counts["keyframes"] += int(bool(keyframe))
+            self._failing = 0
             self.last["vertices"] = int(vertices)
 
     def without_output(self) -> None:
@@ -173,6 +175,7 @@ class NodeStats:
             self.counts["tracker_errors"] += 1
             self.last["last_tracker_error"] = reason
             self._last_problem = self._clock()
+            self._failing += 1
 
     def publish_error(self, reason: str) -> None:
         with self._lock:
@@ -184,8 +187,9 @@ class NodeStats:
     def snapshot(self) -> Dict[str, Any]:
         """Rates (Hz), latency and processing p50/p95 (ms) over the window, counters, last reasons,
         ``events_in_window`` (received + processed events kept),
-        ``seconds_since_input`` (None before the first message) and ``recent_problem`` (a rejection, tracker or
-        publish error within the window)."""
+        ``seconds_since_input`` (None before the first message), ``recent_problem`` (a rejection, tracker or
+        publish error within the window) and ``consecutive_tracker_errors`` (tracker errors since the last
+        frame processed)."""
         t = self._clock()
         start = t - self.window
         with self._lock:
@@ -195,6 +199,7 @@ class NodeStats:
             counts = dict(self.counts)
             last = dict(self.last)
             first, last_input, problem = self._first, self._last_received, self._last_problem
+            failing = self._failing
         span = 0.0 if first is None else min(self.window, t - first)
         latency = _percentiles([p[1] for p in recent])
         processing = _percentiles([p[2] for p in recent])
@@ -206,5 +211,6 @@ class NodeStats:
             **counts, **last,
             "seconds_since_input": None if last_input is None else t - last_input,
             "recent_problem": problem is not None and problem >= start,
+            "consecutive_tracker_errors": failing,
             "events_in_window": kept,
         }
