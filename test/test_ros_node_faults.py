@@ -25,6 +25,7 @@ import struct
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -284,18 +285,34 @@ def test_a_fuzzed_stream_of_bad_and_good_messages_is_answered_message_by_message
     assert len(lines) < tally["rejected"] or tally["rejected"] <= 2 * windows
 
 
+# -- a node in this process ---------------------------------------------------------------------------
+
+@contextmanager
+def node_in_process(*ros_args: str):
+    """A ReconstructNode in this process with these ROS arguments and a tester node on the same
+    context, both destroyed after (the context shut down, torch's threads as they were)."""
+    threads = torch.get_num_threads()
+    context = Context()
+    rclpy.init(args=["--ros-args", *ros_args], context=context)
+    made: List[Any] = []
+    try:
+        made.append(ReconstructNode(context=context))
+        made.append(rclpy.create_node(f"tester_{uuid.uuid4().hex[:8]}", context=context))
+        yield made[0], made[1]
+    finally:
+        for node in reversed(made):
+            node.destroy_node()
+        context.try_shutdown()
+        torch.set_num_threads(threads)
+
+
 # -- out of GPU memory --------------------------------------------------------------------------------
 
 def test_out_of_gpu_memory_shrinks_the_batches_shows_chunk_size_in_diagnostics_and_is_logged_once(
         model_file, capfd):
-    threads = torch.get_num_threads()
-    args = ["--ros-args", "-p", f"model_path:={model_file}", *FAST,  # later -p win
-            "-p", "tracker.chunk_size:=4000", "-p", "tracker.max_frames:=2", "-p", "log_period:=0.0"]
-    context = Context()
-    rclpy.init(args=args, context=context)
-    node = tester = None
-    try:
-        node = ReconstructNode(context=context)
+    with node_in_process("-p", f"model_path:={model_file}", *FAST,  # later -p win
+                         "-p", "tracker.chunk_size:=4000", "-p", "tracker.max_frames:=2",
+                         "-p", "log_period:=0.0") as (node, tester):
         assert node.status()["chunk_size"] == 4000
         decoder = node.tracker.model.decoder
         forward = decoder.forward
@@ -306,7 +323,6 @@ def test_out_of_gpu_memory_shrinks_the_batches_shows_chunk_size_in_diagnostics_a
             return forward(points, *a, **k)
 
         decoder.forward = small_gpu
-        tester = rclpy.create_node(f"oom_{uuid.uuid4().hex[:8]}", context=context)
         publisher = tester.create_publisher(PointCloud2, "points", RELIABLE)
         outputs: List[Any] = []
         diagnostics: List[Dict[str, str]] = []
@@ -315,7 +331,7 @@ def test_out_of_gpu_memory_shrinks_the_batches_shows_chunk_size_in_diagnostics_a
         tester.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
             {kv.key: kv.value for kv in status.values} for status in m.status
             if status.name == "occflow_ros: /occflow_reconstruct"), 10)
-        executor = SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         executor.add_node(tester)
         start = tester.get_clock().now().nanoseconds
@@ -335,13 +351,6 @@ def test_out_of_gpu_memory_shrinks_the_batches_shows_chunk_size_in_diagnostics_a
         d = diagnostics[-1]
         assert 256 <= int(d["chunk_size"]) <= 1000, d
         assert int(d["tracker_errors"]) == 0 and int(d["frames_processed"]) == 6, d
-    finally:
-        if tester is not None:
-            tester.destroy_node()
-        if node is not None:
-            node.destroy_node()
-        context.try_shutdown()
-        torch.set_num_threads(threads)
     err = capfd.readouterr().err
     warnings = [line for line in err.splitlines() if "out of GPU memory on cpu" in line]
     assert len(warnings) == 1, err[-3000:]
@@ -360,13 +369,8 @@ def test_a_tracker_failing_frame_after_frame_turns_the_diagnostics_to_error_unti
 
     from occflow_ros.ros.node import TRACKER_ERRORS_FOR_ERROR
 
-    args = ["--ros-args", "-p", f"model_path:={model_file}", *FAST, "-p", "log_period:=0.0",
-            "-p", "diagnostics.period:=0.1"]
-    context = Context()
-    rclpy.init(args=args, context=context)
-    node = tester = None
-    try:
-        node = ReconstructNode(context=context)
+    with node_in_process("-p", f"model_path:={model_file}", *FAST, "-p", "log_period:=0.0",
+                         "-p", "diagnostics.period:=0.1") as (node, tester):
         decoder = node.tracker.model.decoder
         forward = decoder.forward
         broken = {"on": True}
@@ -377,7 +381,6 @@ def test_a_tracker_failing_frame_after_frame_turns_the_diagnostics_to_error_unti
             return forward(*a, **k)
 
         decoder.forward = failing
-        tester = rclpy.create_node(f"failing_{uuid.uuid4().hex[:8]}", context=context)
         publisher = tester.create_publisher(PointCloud2, "points", RELIABLE)
         statuses: List[Tuple[int, str, Dict[str, str]]] = []
         outputs: List[Any] = []
@@ -387,7 +390,7 @@ def test_a_tracker_failing_frame_after_frame_turns_the_diagnostics_to_error_unti
             (int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
              else int(status.level), status.message, {kv.key: kv.value for kv in status.values})
             for status in m.status if status.name == "occflow_ros: /occflow_reconstruct"), 10)
-        executor = SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=node.context)
         executor.add_node(node)
         executor.add_node(tester)
         start = tester.get_clock().now().nanoseconds
@@ -416,12 +419,6 @@ def test_a_tracker_failing_frame_after_frame_turns_the_diagnostics_to_error_unti
         assert statuses[-1][0] in (int.from_bytes(DiagnosticStatus.OK, "little"),
                                    int.from_bytes(DiagnosticStatus.WARN, "little"))
         executor.shutdown()
-    finally:
-        if tester is not None:
-            tester.destroy_node()
-        if node is not None:
-            node.destroy_node()
-        context.try_shutdown()
 
 
 # -- stopping in the middle of a keyframe -------------------------------------------------------------

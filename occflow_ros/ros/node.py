@@ -264,7 +264,7 @@ class ReconstructNode(Node):
         cpu), each to be the default of its parameter: what the params file and -p give wins."""
         given = {name: check_parameter(PARAMETERS_BY_NAME[name], _plain(p.value))
                  for name, p in overrides.items() if name in PARAMETERS_BY_NAME}
-        values, name, added = apply_preset(given)
+        _, name, added = apply_preset(given)
         explicit = sorted(set(preset_values(name)) - set(added))
         how = (f"auto: {'a CUDA device' if name == 'gpu' else 'no CUDA device'}"
                if given.get("preset", "auto") == "auto" else "asked for")
