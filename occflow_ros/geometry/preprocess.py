@@ -256,8 +256,7 @@ def preprocess(points: Any, config: PreprocessConfig | None = None,
         pts = _nearest_large_cluster(pts, config)
     done("cluster")
 
-    if config.outlier_neighbors > 0 and len(pts) > config.outlier_neighbors:
-        pts = _remove_statistical_outliers(pts, config)
+    pts = remove_outliers(pts, config)
     done("outliers")
 
     unique = len(pts)

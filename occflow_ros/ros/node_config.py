@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -297,8 +298,14 @@ def preset_values(name: str) -> Dict[str, Any]:
     """The parameter values of a preset (``config/preset_<name>.yaml``, from the checkout or the
     installed share directory); {} for 'none'. Raises NodeConfigError for a file that is missing,
     or sets a parameter that does not exist or a value out of its range."""
+    return dict(_preset_file(name))
+
+
+@lru_cache(maxsize=None)
+def _preset_file(name: str) -> Tuple[Tuple[str, Any], ...]:
+    """A preset's checked values as (name, value) pairs, read once per process."""
     if name == "none":
-        return {}
+        return ()
     from .params_file import load_params_file, shipped_config
 
     path = shipped_config(f"preset_{name}.yaml")
@@ -308,7 +315,7 @@ def preset_values(name: str) -> Dict[str, Any]:
         raise NodeConfigError(f"preset file {path}: "
                               + (unknown_parameters_message(unknown) if unknown
                                  else "a preset cannot set 'preset'"))
-    return {k: check_parameter(PARAMETERS_BY_NAME[k], v) for k, v in values.items()}
+    return tuple((k, check_parameter(PARAMETERS_BY_NAME[k], v)) for k, v in values.items())
 
 
 def apply_preset(values: Mapping[str, Any], cuda: Optional[bool] = None
