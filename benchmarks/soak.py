@@ -106,13 +106,32 @@ class SoakConfig:
             raise SoakError(f"sample_period must be in [0.05, 60] s, got {self.sample_period}")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` in MB (VmRSS of /proc/<pid>/status, kB / 1024)."""
+def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    """Resident memory of process ``pid`` in MB (``field_name`` of /proc/<pid>/status, kB / 1024).
+
+    VmRSS is everything resident; RssAnon its private part (heap, torch and numpy buffers: what a
+    leak grows). The rest is mapped files and shared memory (RssShmem: Fast DDS's segments, which
+    count as they are first touched and are bounded by the DDS profile's segment size).
+    """
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024.0
-    raise SoakError(f"no VmRSS in /proc/{pid}/status")
+    raise SoakError(f"no {field_name} in /proc/{pid}/status")
+
+
+def growth_mb(samples: np.ndarray) -> Optional[float]:
+    """How much a memory series grew: the median of its last quarter minus that of its first.
+
+    A leak moves the whole series up and shows here; the allocator's passing peaks (a keyframe's
+    buffers, freed but not yet returned to the system) move single samples and do not. None with
+    fewer than 4 samples.
+    """
+    y = np.asarray(samples, float)
+    if len(y) < 4:
+        return None
+    q = len(y) // 4
+    return float(np.median(y[-q:]) - np.median(y[:q]))
 
 
 def slope_per_minute(t: np.ndarray, y: np.ndarray) -> Optional[float]:
@@ -210,7 +229,8 @@ class SoakResult:
     config: SoakConfig
     sent: int = 0
     received: int = 0
-    rss: List[tuple] = field(default_factory=list)  # (t, MB)
+    rss: List[tuple] = field(default_factory=list)  # (t, VmRSS MB)
+    anon: List[tuple] = field(default_factory=list)  # (t, RssAnon MB)
     latency: List[tuple] = field(default_factory=list)  # (t, ms) per received TrackedMesh
     non_finite_meshes: int = 0
     id_violations: List[str] = field(default_factory=list)
@@ -237,6 +257,8 @@ class SoakResult:
         rss = np.array(self.rss, float).reshape(-1, 2)
         lat = np.array(self.latency, float).reshape(-1, 2)
         after = rss[rss[:, 0] >= warm]
+        anon = np.array(self.anon, float).reshape(-1, 2)
+        anon_after = anon[anon[:, 0] >= warm]
         lat_after = lat[lat[:, 0] >= warm]
         d = self.diagnostics
 
@@ -251,8 +273,13 @@ class SoakResult:
             "rss_start_mb": round(float(after[0, 1]), 1) if len(after) else None,
             "rss_end_mb": round(float(after[-1, 1]), 1) if len(after) else None,
             "rss_max_mb": round(float(after[:, 1].max()), 1) if len(after) else None,
-            "rss_growth_mb": round(float(after[:, 1].max() - after[0, 1]), 1) if len(after) else None,
+            "rss_peak_growth_mb": (round(float(after[:, 1].max() - after[0, 1]), 1)
+                                   if len(after) else None),
+            "rss_growth_mb": _round(growth_mb(after[:, 1]), 1),
             "rss_slope_mb_per_min": _round(slope_per_minute(after[:, 0], after[:, 1]), 3),
+            "anon_start_mb": round(float(anon_after[0, 1]), 1) if len(anon_after) else None,
+            "anon_end_mb": round(float(anon_after[-1, 1]), 1) if len(anon_after) else None,
+            "anon_growth_mb": _round(growth_mb(anon_after[:, 1]), 1),
             "latency_p50_ms": _round(np.percentile(lat_after[:, 1], 50) if len(lat_after) else None, 1),
             "latency_p95_ms": _round(np.percentile(lat_after[:, 1], 95) if len(lat_after) else None, 1),
             "latency_slope_ms_per_min": _round(slope_per_minute(lat_after[:, 0], lat_after[:, 1]), 2),
@@ -417,6 +444,7 @@ def run_soak(config: SoakConfig, *, messages: Optional[list] = None, say=print) 
                 break
             if now >= next_sample:
                 result.rss.append((t, rss_mb(proc.pid)))
+                result.anon.append((t, rss_mb(proc.pid, "RssAnon")))
                 next_sample += config.sample_period
             if now >= next_send:
                 msg = messages[k % len(messages)]

@@ -166,6 +166,34 @@ def test_visible_vertices_are_the_camera_facing_ones_not_hidden_behind_nearer_su
     assert mask[:len(at)].sum() == seen_mask.sum()
 
 
+def test_a_bulky_mesh_gets_at_most_max_nodes_and_is_still_followed():
+    """A ball filling the cube would get ~560 nodes at the default spacing (a solve ~10x dearer than
+    a person's ~120); the cap widens the spacing instead, and the graph still follows a turn."""
+    xs = np.linspace(-0.5, 0.5, 48)
+    x, y, z = np.meshgrid(xs, xs, xs, indexing="ij")
+    v, f = mcubes.marching_cubes(0.4 - np.sqrt(x ** 2 + y ** 2 + z ** 2 + 0.5 * x * y), 0.0)
+    v = v / 47 - 0.5
+    assert DeformationGraph(v, f, max_nodes=100_000).num_nodes > 400
+    graph = DeformationGraph(v, f, max_nodes=150)
+    assert 50 < graph.num_nodes <= 150 and graph.spacing > 0.07
+    full = DeformationGraph(*ellipsoid_mesh(), max_nodes=100_000)
+    small = DeformationGraph(*ellipsoid_mesh(), max_nodes=full.num_nodes)  # within the cap: as is
+    assert small.spacing == 0.07 and small.num_nodes == full.num_nodes
+
+    target = v + np.array([0.03, -0.02, 0.0])  # the ball moves and its top leans over
+    target[:, 0] += 0.08 * np.clip(v[:, 2], 0.0, None)
+
+    def error(g: DeformationGraph) -> float:
+        rng = np.random.default_rng(3)
+        for _ in range(3):
+            g.fit(target[rng.choice(len(v), 1500, replace=False)])
+        return float(np.linalg.norm(g.warp() - target, axis=1).mean())
+
+    still = float(np.linalg.norm(v - target, axis=1).mean())
+    capped, uncapped = error(graph), error(DeformationGraph(v, f, max_nodes=100_000))
+    assert capped < 0.6 * still and capped < 1.25 * uncapped, (capped, uncapped, still)
+
+
 @pytest.mark.parametrize("vertices, settings, message", [
     (np.zeros((0, 3)), {}, "vertices"),
     (np.array([[0.0, 0.0, np.nan]]), {}, "vertices"),
@@ -176,6 +204,7 @@ def test_visible_vertices_are_the_camera_facing_ones_not_hidden_behind_nearer_su
     (np.eye(3), {"normals": np.ones((2, 3))}, "normals"),
     (np.eye(3), {"sliding": -1.0}, "sliding"),
     (np.eye(3), {"faces": np.array([[0, 1, 7]])}, "faces"),
+    (np.eye(3), {"max_nodes": 0}, "max_nodes"),
 ])
 def test_bad_input_is_refused_with_a_message(vertices, settings, message):
     with pytest.raises(GeometryError, match=message):

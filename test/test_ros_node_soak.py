@@ -1,7 +1,10 @@
 """A 60 s soak of the reconstruct node process at 30 Hz: flat memory and latency, balanced counts, ids that only grow.
 
 benchmarks/soak.py's run (the same code as the 10-minute script) with the analytic ball model and the
-suite's fast meshing: after a 15 s warm-up the node's resident memory grows by less than 50 MB, its
+suite's fast meshing: after a 15 s warm-up the node's private memory (RssAnon: what a leak grows;
+the median of the last quarter of the samples against the first, so that the allocator's passing
+peaks and Fast DDS's shared-memory segments, bounded and counted as first touched, do not read as a
+leak) grows by less than 50 MB, its
 latency has no steep trend, it never crashes and stops cleanly, its /diagnostics account for every
 message (the one-slot mailbox drops, nothing queues up), and vertex ids stay unique in every mesh and
 are never reused for another piece of surface after a keyframe.
@@ -38,7 +41,7 @@ def test_sixty_seconds_at_30_hz_keep_memory_and_latency_flat_and_every_message_a
 
     assert result.crashed is None and result.exit_code == 0, report
     assert "shut down cleanly" in log and s["shutdown_s"] < 2.0, report
-    assert s["rss_growth_mb"] < RSS_GROWTH_MB, report
+    assert s["anon_growth_mb"] < RSS_GROWTH_MB, report
     assert abs(s["latency_slope_ms_per_min"]) < LATENCY_SLOPE_MS_PER_MIN, report
     assert s["frames_processed"] > 0.1 * result.sent and s["outputs_received"] > 100, report
     # every message accounted for: received = taken + dropped + queued, taken = the outcomes

@@ -79,6 +79,9 @@ class DeformationGraph:
     faces: (F, 3) its triangles: outward normals, and nodes linked along the surface; without
       faces, normals are estimated (unsigned) and nodes linked to their nearest nodes.
     spacing: node spacing (voxel edge of the subsample), also the weights' Gaussian width.
+    max_nodes: at most this many nodes: where ``spacing`` gives more (a large or round object
+      fills more of the normalised cube than a person does), the spacing grows until it fits, so
+      a frame's cost is bounded whatever the shape (``spacing`` then holds the one used).
     rigidity: weight of the as-rigid-as-possible term against the data term.
     sliding: weight of the point-to-point distance beside the point-to-plane one.
     max_distance: observed points farther than this from every warped vertex are left out.
@@ -98,14 +101,14 @@ class DeformationGraph:
                  edges_per_node: int = 6, rigid_iterations: int = 2,
                  max_rotation: float = 0.3, max_translation: float = 0.1,
                  prior: float = 0.0, momentum: float = 0.0,
-                 normals: np.ndarray | None = None) -> None:
+                 normals: np.ndarray | None = None, max_nodes: int = 200) -> None:
         v = np.asarray(vertices, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or not np.isfinite(v).all():
             raise GeometryError(f"DeformationGraph: vertices must be finite (V>0, 3), got {v.shape}")
         checks = {"spacing": spacing > 0, "max_distance": max_distance > 0,
                   "rigidity": rigidity >= 0, "sliding": sliding >= 0, "prior": prior >= 0,
                   "iterations": iterations >= 1, "momentum": 0 <= momentum <= 1,
-                  "neighbours": neighbours >= 1,
+                  "neighbours": neighbours >= 1, "max_nodes": max_nodes >= 1,
                   "edges_per_node": edges_per_node >= 1, "rigid_iterations": rigid_iterations >= 0,
                   "max_rotation": max_rotation > 0, "max_translation": max_translation > 0}
         for name, ok in checks.items():
@@ -118,6 +121,7 @@ class DeformationGraph:
                 raise GeometryError("DeformationGraph: faces index vertices that do not exist")
         self.vertices = v
         self.spacing = float(spacing)
+        self.max_nodes = int(max_nodes)
         self.rigidity, self.sliding = float(rigidity), float(sliding)
         self.max_distance, self.iterations = float(max_distance), int(iterations)
         self.rigid_iterations = int(rigid_iterations)
@@ -170,9 +174,15 @@ class DeformationGraph:
     def _build(self, v: np.ndarray, f: np.ndarray | None, neighbours: int,
                edges_per_node: int) -> None:
         # nodes: one vertex per occupied voxel of edge `spacing` (the vertex nearest the voxel's
-        # mean), deterministic
-        keys = np.floor(v / self.spacing).astype(np.int64)
-        _, cell, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        # mean), deterministic; a surface's voxel count goes as 1 / spacing^2, so a spacing that
+        # gives too many nodes grows by the square root of the excess (and a little more) until
+        # it fits
+        while True:
+            keys = np.floor(v / self.spacing).astype(np.int64)
+            _, cell, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+            if len(counts) <= self.max_nodes:
+                break
+            self.spacing *= 1.05 * float(np.sqrt(len(counts) / self.max_nodes))
         cell = cell.ravel()
         means = np.zeros((len(counts), 3))
         np.add.at(means, cell, v)

@@ -242,6 +242,8 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("tracker.deformation.momentum", 0.8, "how much of each graph node's last motion it continues "
        "before the fit (constant velocity)", lo=0.0, hi=1.0),
     _P("tracker.deformation.node_spacing", 0.07, "graph node spacing, normalised units", lo=0.005, hi=1.0),
+    _P("tracker.deformation.max_nodes", 200, "graph nodes at most: a bulkier keyframe mesh gets a wider "
+       "spacing, so a frame's cost stays bounded", lo=1, hi=100_000),
     _P("tracker.deformation.rigidity", 1.0, "weight of keeping neighbouring nodes moving rigidly together",
        lo=0.0, hi=1e6),
     _P("tracker.deformation.sliding", 0.1, "weight of the point-to-point distance beside the point-to-plane "

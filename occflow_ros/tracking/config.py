@@ -83,6 +83,9 @@ class DeformationConfig:
       velocity, 0..1), and the fit starts there: a limb that swings faster than ``max_distance``
       per frame is not left behind.
     node_spacing: graph node spacing, normalised units (1 = the keyframe's size / (1 - margin)).
+    max_nodes: at most this many graph nodes; a keyframe mesh that would need more at
+      ``node_spacing`` (a round or bulky object: a ball filling the cube gets ~700) gets a wider
+      spacing, so a frame's cost stays bounded (the solve grows with the nodes' cube).
     rigidity: weight of the as-rigid-as-possible term between neighbouring nodes.
     sliding: weight of the point-to-point distance beside the point-to-plane one.
     max_distance: observed points farther than this from the mesh (normalised) are left out.
@@ -98,6 +101,7 @@ class DeformationConfig:
     max_speed: float = 3.0
     momentum: float = 0.8
     node_spacing: float = 0.07
+    max_nodes: int = 200
     rigidity: float = 1.0
     sliding: float = 0.1
     max_distance: float = 0.04
@@ -113,6 +117,7 @@ class DeformationConfig:
         _num("deformation", "max_speed", self.max_speed, 0.0, 1e3, lo_open=True)
         _num("deformation", "momentum", self.momentum, 0.0, 1.0)
         _num("deformation", "node_spacing", self.node_spacing, 0.005, 1.0)
+        _num("deformation", "max_nodes", self.max_nodes, 1, 100_000, integer=True)
         _num("deformation", "rigidity", self.rigidity, 0.0, 1e6)
         _num("deformation", "sliding", self.sliding, 0.0, 1e6)
         _num("deformation", "max_distance", self.max_distance, 0.0, 1.0, lo_open=True)

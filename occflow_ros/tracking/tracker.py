@@ -461,7 +461,7 @@ class Tracker:
                 build.vertices, faces, spacing=d.node_spacing, rigidity=d.rigidity,
                 sliding=d.sliding, max_distance=d.max_distance, iterations=d.iterations,
                 rigid_iterations=2 if d.rigid else 0, momentum=d.momentum,
-                prior=d.prior_weight if d.flow_prior else 0.0)
+                prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes)
         elif self.model.rigid:
             seg.add_pose(build.x, 0.0)
         return seg
