@@ -23,6 +23,7 @@ import dataclasses
 import time
 
 import numpy as np
+import torch
 from harness import Table, Target
 
 
@@ -32,9 +33,16 @@ Q7_COLUMNS = (("stage", "stage"), ("p50", "p50 ms"), ("p95", "p95 ms"),
 WHOLE = "whole frame"
 
 
+KEYFRAME = "keyframe (whole frame, meshed in line)"
+
+
 def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
-                 progress=print) -> Table:
-    """Question 7's table: each stage's p50 and p95 over the tracked frames (module docstring)."""
+                 progress=print, device: str = "cpu", overrides: dict | None = None) -> Table:
+    """Question 7's table: each stage's p50 and p95 over the tracked frames (module docstring).
+
+    device / overrides: where the networks run and node parameters on top of the demo's (the GPU
+    check, benchmarks/gpu_check.py, passes ``cuda`` and the GPU preset); the targets are the CPU's
+    and are only judged with the default CPU run."""
     from rclpy.serialization import deserialize_message, serialize_message
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
@@ -54,13 +62,15 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
     scene.render()
     params = dict(load_params_file(shipped_config("reconstruct.yaml")))
     params.update(demo_parameters(scene, DemoConfig()))
+    params["device"] = device
+    params.update(overrides or {})
     params, preset, _ = apply_preset(params)
     config = node_config_from_parameters(params)
     checkpoint = load_checkpoint(config.model_path, map_location="cpu")
     tracker = Tracker(checkpoint, dataclasses.replace(config.tracker, async_keyframes=False),
-                      device="cpu")
+                      device=device, precision=config.precision)
     builder = OutputBuilder(fit_color_box=config.fit_color_box)
-    rows = []
+    rows, keyframes = [], []
     progress("question 7: the frames through decode, Tracker.feed and the outputs")
     for k in range(len(scene)):
         stamp = 1_700_000_000.0 + float(scene.times[k])
@@ -79,6 +89,8 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
         builder.sent(mesh, outputs)
         t3 = time.perf_counter()
         if mesh.info.get("keyframe"):
+            if k:  # the first keyframe also warms the networks up
+                keyframes.append(1e3 * (t3 - t0))
             continue
         info = mesh.info
         inside = {"preprocess": info.get("preprocess_ms", 0.0),
@@ -99,21 +111,30 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
         table.add({"stage": name, "p50": float(np.median(values)),
                    "p95": float(np.percentile(values, 95)),
                    "share": f"{100 * np.median(values) / whole:.0f} %"})
+    if keyframes:
+        table.add({"stage": KEYFRAME, "p50": float(np.median(keyframes)),
+                   "p95": float(np.percentile(keyframes, 95)), "share": f"{len(keyframes)} keyframe" + ("s" if len(keyframes) != 1 else "")})
     p50 = {r["stage"]: r["p50"] for r in table.rows}
     p95 = {r["stage"]: r["p95"] for r in table.rows}
-    table.targets += [
-        Target("a tracked frame within 25 ms p50 on one core (performance issue)",
-               f"{p50[WHOLE]:.1f} ms", p50[WHOLE] <= 25.0),
-        Target("... and within 40 ms p95", f"{p95[WHOLE]:.1f} ms", p95[WHOLE] <= 40.0),
-        Target("preprocessing at most 6 ms per 640x480 frame", f"{p50['preprocess']:.1f} ms",
-               p50["preprocess"] <= 6.0),
-        Target("preprocessing at most 15 % of a tracked frame", table.rows[1]["share"],
-               p50["preprocess"] <= 0.15 * p50[WHOLE]),
-    ]
+    if device == "cpu" and not overrides:  # the targets are the one-core CPU's
+        table.targets += [
+            Target("a tracked frame within 25 ms p50 on one core (performance issue)",
+                   f"{p50[WHOLE]:.1f} ms", p50[WHOLE] <= 25.0),
+            Target("... and within 40 ms p95", f"{p95[WHOLE]:.1f} ms", p95[WHOLE] <= 40.0),
+            Target("preprocessing at most 6 ms per 640x480 frame", f"{p50['preprocess']:.1f} ms",
+                   p50["preprocess"] <= 6.0),
+            Target("preprocessing at most 15 % of a tracked frame", table.rows[1]["share"],
+                   p50["preprocess"] <= 0.15 * p50[WHOLE]),
+        ]
+        if KEYFRAME in p50:
+            table.targets.append(Target(
+                "a keyframe at the CPU preset within 250 ms on one core (keyframe-shape issue)",
+                f"{p50[KEYFRAME]:.0f} ms", p50[KEYFRAME] <= 250.0))
     table.notes.append(
         f"{len(rows)} tracked frames of {len(scene)} ({seconds:g} s of the demo's person at "
         f"{fps:g} Hz, 640x480, input.stride automatic, the {preset} preset, the demo's region of "
-        "interest), in one process with one thread (torch and BLAS): the node's own code without DDS. "
+        f"interest), in one process on {device} with {torch.get_num_threads()} torch thread(s): the "
+        "node's own code without DDS. "
         "Frames come as fast as they are processed, so this is what a frame costs, not the node's "
         "rate (question 5 and `make demo` stream in real time). Alone: "
         "`python benchmarks/bench_frame.py`.")
