@@ -112,8 +112,10 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
                    "p95": float(np.percentile(values, 95)),
                    "share": f"{100 * np.median(values) / whole:.0f} %"})
     if keyframes:
+        n = len(keyframes)
         table.add({"stage": KEYFRAME, "p50": float(np.median(keyframes)),
-                   "p95": float(np.percentile(keyframes, 95)), "share": f"{len(keyframes)} keyframe" + ("s" if len(keyframes) != 1 else "")})
+                   "p95": float(np.percentile(keyframes, 95)),
+                   "share": f"{n} keyframe{'s' if n != 1 else ''}"})
     p50 = {r["stage"]: r["p50"] for r in table.rows}
     p95 = {r["stage"]: r["p95"] for r in table.rows}
     if device == "cpu" and not overrides:  # the targets are the one-core CPU's
