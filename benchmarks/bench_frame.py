@@ -4,7 +4,7 @@ the node's own code on the demo's person at 640x480, in this process, one CPU co
 Run:  . tools/env.sh && python benchmarks/bench_frame.py [--seconds 6] [--fps 15]
 (question 7 of ``make bench``, which writes its table into docs/benchmarks.md).
 
-The demo's scene (occflow_ros.evaluation.demo_scene, a jumping person seen by a simulated RealSense)
+The demo's scene (occflow_ros.data.demo_scene, a jumping person seen by a simulated RealSense)
 is rendered, and each frame goes through what the node's worker does: deserialize the PointCloud2
 and read its points (input.stride automatic: every 2nd row and column), ``Tracker.feed`` with the
 node's parameters as ``make demo`` sets them (config/reconstruct.yaml + the demo's CPU settings,
@@ -47,10 +47,10 @@ def frame_stages(*, seconds: float = 6.0, fps: float = 15.0, seed: int = 7,
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
-    from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
+    from occflow_ros.data.demo_scene import DemoScene, SceneConfig
     from occflow_ros.model import load_checkpoint
     from occflow_ros.ros.conversions import seconds_to_stamp
-    from occflow_ros.ros.demo import DemoConfig, demo_parameters
+    from occflow_ros.apps.demo import DemoConfig, demo_parameters
     from occflow_ros.ros.node_config import apply_preset, node_config_from_parameters
     from occflow_ros.ros.outputs import OutputBuilder
     from occflow_ros.ros.params_file import load_params_file, shipped_config

@@ -2,7 +2,7 @@
 
 Run on its own:  . tools/env.sh && python benchmarks/bench_node.py [--model PATH] [--seconds 10]
 
-Each row is one run of the project's demo (``occflow_ros.ros.demo.run_demo``, what ``make demo``
+Each row is one run of the project's demo (``occflow_ros.apps.demo.run_demo``, what ``make demo``
 does): a simulated RealSense-like 640x480 camera watching a moving person (floor, back wall, noise,
 holes, zeros for invalid pixels), pre-rendered, streamed at 30 Hz as organized PointCloud2 over Fast
 DDS shared memory to the real node started as its own process (``python -m occflow_ros.ros.node
@@ -37,10 +37,10 @@ _RECORDING_ONLY = ("output.depth", "log_period")
 
 
 def default_overrides(device: str = "auto", threads: int = 0) -> dict[str, Any]:
-    """``-p`` overrides that undo the demo's CPU settings (``occflow_ros.ros.demo.CPU_PARAMETERS``)
+    """``-p`` overrides that undo the demo's CPU settings (``occflow_ros.apps.demo.CPU_PARAMETERS``)
     back to config/reconstruct.yaml's defaults with the GPU preset, except the device and torch
     threads (the run's) and the demo's recording-only settings."""
-    from occflow_ros.ros.demo import CPU_PARAMETERS
+    from occflow_ros.apps.demo import CPU_PARAMETERS
     from occflow_ros.ros.node_config import PARAMETERS_BY_NAME
 
     out = {name: PARAMETERS_BY_NAME[name].default for name in CPU_PARAMETERS
@@ -111,8 +111,8 @@ def node_end_to_end(model: str | os.PathLike, *, seconds: float = 10.0,
                     progress: Callable[[str], None] = print) -> Table:
     """The question-5 table: one demo run per preset on the same scene (``seconds`` of 640x480 at
     30 Hz, the demo's default person), reports in a temporary directory."""
-    from occflow_ros.evaluation.demo_scene import SceneConfig
-    from occflow_ros.ros.demo import WHY_PARAMETERS, DemoConfig, DemoError, run_demo
+    from occflow_ros.data.demo_scene import SceneConfig
+    from occflow_ros.apps.demo import WHY_PARAMETERS, DemoConfig, DemoError, run_demo
 
     model = Path(model)
     if not model.is_file():
@@ -156,7 +156,7 @@ def node_end_to_end(model: str | os.PathLike, *, seconds: float = 10.0,
             f"{scene['fps']:g} Hz ({scene['frames']} frames), a synthetic person "
             f"({scene['shape'].get('motion', scene['shape'])}) {cam['distance_m']:g} m from the camera "
             "with floor, back wall and RealSense-like flaws, invalid pixels as zeros; each row is "
-            "one run of `occflow_ros.ros.demo.run_demo` (`make demo`) on it: the real node in its own "
+            "one run of `occflow_ros.apps.demo.run_demo` (`make demo`) on it: the real node in its own "
             "process (`python -m occflow_ros.ros.node --ros-args --params-file "
             "config/reconstruct.yaml -p ...`), Fast DDS shared memory, best-effort sensor-data QoS, "
             "a subscriber on every output.",

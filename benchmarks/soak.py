@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -302,26 +301,6 @@ def _round(x: Optional[float], digits: int) -> Optional[float]:
     return None if x is None else round(float(x), digits)
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        return text if any(c in text for c in ".en") else text + ".0"
-    return str(value)
-
-
-def _environment() -> Dict[str, str]:
-    """This process's environment with DDS kept on the machine (tools/env.sh's settings where missing)."""
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
 def sphere_messages(rate: float) -> list:
     """One sweep of node_peer's sphere (2 s) as organized PointCloud2 messages, stamps to be set."""
     from node_peer import sphere_message, sweep_time
@@ -337,9 +316,9 @@ def person_messages(rate: float, model: Path, width: int = 320, height: int = 24
     ``CPU_PARAMETERS`` and the person's region of interest; ``model_path`` left out)."""
     from std_msgs.msg import Header
 
-    from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
+    from occflow_ros.data.demo_scene import DemoScene, SceneConfig
     from occflow_ros.ros import xyz_cloud
-    from occflow_ros.ros.demo import DemoConfig, demo_parameters
+    from occflow_ros.apps.demo import DemoConfig, demo_parameters
 
     scene = DemoScene(SceneConfig(seconds=2.0, fps=rate, width=width, height=height, jitter_std=0.0))
     scene.render()
@@ -353,9 +332,12 @@ def run_soak(config: SoakConfig, *, messages: Optional[list] = None, say=print) 
     """Run the soak described by ``config`` (see the module docstring), streaming ``messages`` in a loop
     (default: :func:`sphere_messages`). Raises SoakError when the node does not start; a node that
     dies during the run is reported in ``crashed``."""
-    env = _environment()
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION")})
+    from occflow_ros.apps.node_process import NodeProcess, NodeProcessError
+    from occflow_ros.ros.dds import keep_dds_local
+
+    keep_dds_local()  # this process (the streamer) and the node it starts
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from occflow_ros_msgs.msg import TrackedMesh
@@ -368,33 +350,26 @@ def run_soak(config: SoakConfig, *, messages: Optional[list] = None, say=print) 
     from occflow_ros.ros import read_tracked_mesh_msg
     from occflow_ros.ros.conversions import ns_to_stamp, stamp_to_ns
 
-    command = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args", "--params-file",
-               str(REPO / "config" / "reconstruct.yaml"), "-r", f"__ns:={NAMESPACE}",
-               "-r", f"points:={INPUT_TOPIC}", "-p", f"model_path:={Path(config.model).resolve()}"]
-    for name, value in config.parameters.items():
-        command += ["-p", f"{name}:={_format(value)}"]
     result = SoakResult(config)
     if messages is None:
         messages = sphere_messages(config.rate)
     checker = IdChecker()
-    config.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(config.log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    node = NodeProcess(config.log_path, params_file=REPO / "config" / "reconstruct.yaml",
+                       parameters={"model_path": str(Path(config.model).resolve()),
+                                   **config.parameters},
+                       ros_args=["-r", f"__ns:={NAMESPACE}", "-r", f"points:={INPUT_TOPIC}"],
+                       env=env, cwd=REPO)
+    proc = node.proc
     result.node_pid = proc.pid
-
-    def node_log() -> str:
-        return config.log_path.read_text(errors="replace")
 
     context = Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     ros = None
     try:
-        deadline = time.monotonic() + config.startup_timeout
-        while "ready:" not in node_log():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SoakError(f"the node did not start (exit {proc.poll()}); its log "
-                                f"{config.log_path}:\n{node_log()[-3000:]}")
-            time.sleep(0.1)
+        try:
+            node.wait_ready(config.startup_timeout)
+        except NodeProcessError as e:
+            raise SoakError(f"the node did not start: {e}") from None
         say(f"node ready (pid {proc.pid}); streaming {config.seconds:g} s at {config.rate:g} Hz")
         ros = rclpy.create_node(f"soak_streamer_{os.getpid()}", context=context)
         publisher = ros.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)

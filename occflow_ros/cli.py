@@ -299,10 +299,10 @@ def _eval_bag(args: argparse.Namespace) -> int:
 
     from .evaluation.sequence import EvaluationError
     from .model import ModelError
-    from .ros.bag_eval import FIRST_KEYFRAME_ONLY, evaluate_bag
+    from .apps.bag_eval import FIRST_KEYFRAME_ONLY, evaluate_bag
     from .ros.errors import MessageError
     from .ros.node_config import NodeConfigError
-    from .ros.replay import load_replay_config, make_tracker
+    from .apps.replay import load_replay_config, make_tracker
 
     if len(args.paths) != 1:
         print("occflow-eval: error: bag takes exactly one input bag", file=sys.stderr)
@@ -394,7 +394,7 @@ class _StopFlag:
 
 def replay_main(argv: Sequence[str] | None = None) -> int:
     """occflow-replay (ros2 run occflow_ros replay): run the tracker over a recorded bag and write the
-    node's topics to a new bag (see occflow_ros.ros.replay). Exit status: 0 done, 2 an error (one line
+    node's topics to a new bag (see occflow_ros.apps.replay). Exit status: 0 done, 2 an error (one line
     naming the bag, file or parameter), 128 + signal number when SIGINT/SIGTERM ended it early (the
     output bag is then complete and holds the frames replayed so far)."""
     parser = argparse.ArgumentParser(
@@ -420,7 +420,7 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     from .model import ModelError
     from .ros.errors import MessageError
     from .ros.node_config import NodeConfigError
-    from .ros.replay import check_replay_paths, load_replay_config, make_tracker, replay_bag
+    from .apps.replay import check_replay_paths, load_replay_config, make_tracker, replay_bag
 
     try:
         config = load_replay_config(args.params_file, model=args.model,
@@ -466,8 +466,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # this process only renders and scores
-    from .evaluation.demo_scene import DemoSceneError, SceneConfig
-    from .ros.demo import MODEL_HINT, DemoConfig, DemoError, run_demo
+    from .data.demo_scene import DemoSceneError, SceneConfig
+    from .apps.demo import MODEL_HINT, DemoConfig, DemoError, run_demo
 
     try:
         kwargs = {"model": Path(args.model)} if args.model else {}
@@ -502,7 +502,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 def make_bag_main(argv: Sequence[str] | None = None) -> int:
     """occflow-make-bag: write a rosbag2 bag of a depth stream with ground truth (layout:
-    occflow_ros.ros.ground_truth_bag), from the synthetic world or a D-FAUST sequence."""
+    occflow_ros.apps.ground_truth_bag), from the synthetic world or a D-FAUST sequence."""
     parser = argparse.ArgumentParser(
         prog="occflow-make-bag", description="Write a bag of a simulated depth camera's clouds "
         "(/camera/depth/points) with ground truth: /ground_truth/surface (x y z id: the same ids every "
@@ -543,7 +543,7 @@ def make_bag_main(argv: Sequence[str] | None = None) -> int:
     from .data import DataError
     from .data.ground_truth import dfaust_ground_truth, synthetic_ground_truth
     from .ros.errors import MessageError
-    from .ros.ground_truth_bag import write_ground_truth_bag
+    from .apps.ground_truth_bag import write_ground_truth_bag
 
     try:
         if args.source == "synthetic":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,13 @@ SHARED_DATA = Path(os.environ.get("OCCFLOW_SHARED_DATA", SHARED / "data"))
 DFAUST_SEQUENCE = SHARED_DATA / "dfaust" / "50002_light_hopping_loose"
 
 # DDS must never leave this machine, also when pytest is started by hand rather than by `make test`:
-# shared-memory transport only, localhost discovery, and a domain of our own. These are read when rclpy
-# creates a context, so setting them here (before any test imports rclpy) is enough.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
-os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# occflow_ros/ros/dds.py's settings (shared memory only, localhost discovery, a domain of our own).
+# They are read when rclpy creates a context, so setting them here (before any test imports rclpy) is
+# enough; the file is loaded by its path so that nothing of the package (or rclpy) is imported first.
+_spec = importlib.util.spec_from_file_location("occflow_dds", REPO / "occflow_ros" / "ros" / "dds.py")
+_dds = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_dds)
+_dds.keep_dds_local()
 # One torch/OpenMP thread per process: the suite starts several torch processes (nodes, publishers) on
 # small machines, and two multi-threaded OpenMP teams on the same cores slow each other down ~9x.
 # Read by torch when it is first imported, and inherited by the processes the tests start.

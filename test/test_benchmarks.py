@@ -209,7 +209,7 @@ def test_question4_rows_with_their_columns():
 
 
 def test_question5_rows_come_from_the_demo_summary_and_presets_undo_its_cpu_settings():
-    from occflow_ros.ros.demo import CPU_PARAMETERS
+    from occflow_ros.apps.demo import CPU_PARAMETERS
     from occflow_ros.ros.node_config import PARAMETERS_BY_NAME
 
     pct = {"p50": 120.0, "p95": 300.0, "max": 310.0, "n": 5}

@@ -23,7 +23,7 @@ from occflow_ros.data.ground_truth import GroundTruthFrame
 from occflow_ros.evaluation.sequence import EvaluationError, TrackedFrame, score_sequence
 from occflow_ros.model import shipped_model_path
 from occflow_ros.ros import bag_topics, open_input_bag, read_xyz
-from occflow_ros.ros.ground_truth_bag import DEPTH_TOPIC, FRAME_ID, read_ground_truth
+from occflow_ros.apps.ground_truth_bag import DEPTH_TOPIC, FRAME_ID, read_ground_truth
 
 FAST = """/**:
   ros__parameters:
@@ -221,7 +221,7 @@ def test_a_model_that_knows_the_motion_keeps_its_correspondence_error_flat_while
     did not follow it would end ~15 cm off."""
     from node_peer import RADIUS, SPEED
 
-    from occflow_ros.ros.ground_truth_bag import write_ground_truth_bag
+    from occflow_ros.apps.ground_truth_bag import write_ground_truth_bag
 
     bag = files["root"] / "sphere_gt"
     write_ground_truth_bag(bag, {"source": "sphere", "size_m": 2 * RADIUS, "fps": 30.0},

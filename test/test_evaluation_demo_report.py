@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial import ConvexHull
 
-from occflow_ros.evaluation.demo_report import (
+from occflow_ros.apps.demo_report import (
     DemoReportError,
     ReceivedMesh,
     id_persistence,

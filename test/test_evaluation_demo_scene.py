@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from occflow_ros.evaluation.demo_scene import DemoScene, DemoSceneError, SceneConfig
+from occflow_ros.data.demo_scene import DemoScene, DemoSceneError, SceneConfig
 
 
 @pytest.fixture(scope="module")

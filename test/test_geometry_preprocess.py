@@ -333,9 +333,9 @@ def test_image_space_stride_2_gives_the_same_object_to_within_the_voxel_size():
     from scipy.spatial import cKDTree
     from std_msgs.msg import Header
 
-    from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
+    from occflow_ros.data.demo_scene import DemoScene, SceneConfig
     from occflow_ros.ros import read_xyz, xyz_cloud
-    from occflow_ros.ros.demo import DemoConfig, demo_parameters
+    from occflow_ros.apps.demo import DemoConfig, demo_parameters
     from occflow_ros.ros.node_config import node_config_from_parameters
 
     scene = DemoScene(SceneConfig(seconds=0.5, fps=4.0))

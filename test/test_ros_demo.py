@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from occflow_ros.cli import demo_main
-from occflow_ros.evaluation.demo_scene import SceneConfig
+from occflow_ros.data.demo_scene import SceneConfig
 from occflow_ros.model import shipped_model_path
-from occflow_ros.ros.demo import DemoConfig, run_demo
+from occflow_ros.apps.demo import DemoConfig, run_demo
 from occflow_ros.ros.outputs import output_topic
 
 MODEL_ENV = "OCCFLOW_TEST_MODEL"

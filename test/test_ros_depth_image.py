@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
 
-from occflow_ros.evaluation.demo_scene import DemoScene, SceneConfig
+from occflow_ros.data.demo_scene import DemoScene, SceneConfig
 from occflow_ros.ros import (CameraInfoStore, DepthImageError, depth_points, image_stride,
                              read_xyz, xyz_cloud)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +28,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
+from occflow_ros.apps.node_process import NodeProcess
 from occflow_ros.ros import read_tracked_mesh_msg
 from occflow_ros.ros.conversions import stamp_to_ns
 
@@ -47,41 +47,13 @@ FAST = [
 ]
 
 
-class NodeProcess:
-    """``python -m occflow_ros.ros.node --ros-args ...`` with its output in a log file."""
-
-    def __init__(self, ros_args: List[str], log_path: Path) -> None:
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args",
-               "--params-file", str(REPO / "config" / "reconstruct.yaml"), *ros_args]
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                         env=dict(os.environ))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.log()
-            time.sleep(0.05)
-        return False
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def start_node(tmp: Path, model: Path, name: str, *extra: str, ns: Optional[str] = None
                ) -> NodeProcess:
     ns = ns or f"/occflow_test_{uuid.uuid4().hex[:8]}"
-    node = NodeProcess(["-p", f"model_path:={model}", "-r", f"__ns:={ns}",
-                        "-r", f"points:={ns}/camera/points", *FAST, *extra], tmp / f"{name}.log")
+    node = NodeProcess(tmp / f"{name}.log", params_file=REPO / "config" / "reconstruct.yaml",
+                       ros_args=["-p", f"model_path:={model}", "-r", f"__ns:={ns}",
+                                 "-r", f"points:={ns}/camera/points", *FAST, *extra],
+                       env=os.environ, cwd=REPO)
     node.ns = ns
     node.input_topic = f"{ns}/camera/points"
     node.model = model

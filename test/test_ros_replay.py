@@ -29,7 +29,7 @@ from occflow_ros.cli import replay_main
 from occflow_ros.ros import OutputBag, message_definition, open_input_bag, read_xyz, xyz_cloud
 from occflow_ros.ros.node_config import NodeConfigError, node_config_from_parameters
 from occflow_ros.ros.params_file import load_params_file
-from occflow_ros.ros.replay import DIAGNOSTICS_TOPIC, TIMING_KEYS, load_replay_config, make_tracker, replay_bag
+from occflow_ros.apps.replay import DIAGNOSTICS_TOPIC, TIMING_KEYS, load_replay_config, make_tracker, replay_bag
 
 INPUT_TOPIC = "/camera/depth/points"
 OUT = "/occflow_reconstruct/"

@@ -9,7 +9,7 @@ from .metrics import (
     nearest_neighbour_tracks,
     sample_surface,
 )
-from .render import render_meshes, save_gif
+from .pictures import render_meshes, save_gif
 from .report import new_directory, report_markdown, write_json, write_plots
 from .sequence import LENGTH_METRICS, EvaluationError, FrameStatus, TrackedFrame, score_sequence
 from .stream import StreamScorer

@@ -1,4 +1,5 @@
-"""Pictures of tracked meshes over their input points: open3d offscreen rendering, laid out by matplotlib.
+"""Pictures of tracked meshes (the project's one mesh renderer): PNG grids of panels over their input
+points (open3d offscreen, laid out by matplotlib) and frames for animated GIFs (matplotlib, Pillow).
 
 Everything is drawn in the sensor's optical frame (x right, y down, z forward, metres). Rendering is
 headless (Filament on Vulkan; Mesa's llvmpipe on a machine without a GPU), and kept cheap for it:
@@ -8,17 +9,22 @@ image-based lighting cost 3-18 s per 480x480 panel there, the unlit one 0.5-3 s)
 time per frame swings from 0.05 s to over a minute when other processes load the cores, so the
 renderer runs in a child process with a time budget; past it (or without Vulkan) the panels are
 drawn by matplotlib's mplot3d instead (painter's algorithm, same colours and viewpoints).
+
+:func:`render_meshes` draws a whole sequence's frames with mplot3d only (a GIF of a replayed bag:
+many small frames, where open3d's start-up and swings cost more than they give), framed once on the
+first non-empty mesh so that motion shows; :func:`save_gif` writes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+import os
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Panel", "PictureError", "render_panels"]
+__all__ = ["Panel", "PictureError", "render_meshes", "render_panels", "save_gif"]
 
 RENDER_BUDGET_S = 30.0  # open3d's time for all panels before matplotlib takes over
 
@@ -164,46 +170,94 @@ def _render_open3d(panels: Sequence[Panel], size: int, budget_s: float) -> list[
         pool.join()
 
 
-def _render_matplotlib(panel: Panel, size: int) -> np.ndarray:
-    """One panel drawn by mplot3d (perspective, painter's algorithm): (size, size, 3) uint8."""
+def _render_matplotlib(panel: Panel, size: int, height: Optional[int] = None, *,
+                       frame: Optional[Tuple[np.ndarray, float]] = None,
+                       orthographic: bool = False) -> np.ndarray:
+    """One panel drawn by mplot3d (painter's algorithm): (height or size, size, 3) uint8. frame:
+    (centre, half-width) to frame on (default: the panel's own mesh and points); orthographic:
+    a parallel projection (default: perspective)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    v = np.asarray(panel.vertices, np.float64)
-    f = np.asarray(panel.faces, np.int64)
+    height = size if height is None else height
+    v = np.asarray(panel.vertices, np.float64).reshape(-1, 3)
+    f = np.asarray(panel.faces, np.int64).reshape(-1, 3)
 
     def axes(p: np.ndarray) -> np.ndarray:  # optical (x right, y down, z forward) -> (x, z, -y): z up
         return np.stack([p[:, 0], p[:, 2], -p[:, 1]], axis=1)
 
-    lo, hi = _bounds(panel)
-    center = 0.5 * (lo + hi)
+    if frame is None:
+        lo, hi = _bounds(panel)
+        center, r = 0.5 * (lo + hi), 0.55 * float(np.linalg.norm(hi - lo))
+    else:
+        center, r = np.asarray(frame[0], np.float64), float(frame[1])
     eye, up = _view(center, panel.yaw_deg)
-    tri_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    tri_normals /= np.maximum(np.linalg.norm(tri_normals, axis=1, keepdims=True), 1e-12)
-    colors = np.clip(np.asarray(panel.colors, np.float64)[:, :3], 0.0, 1.0)[f].mean(axis=1)
-    colors = colors * _shading(tri_normals, eye - center, up)[:, None]
-    fig = plt.figure(figsize=(size / 100, size / 100), dpi=100)
+    fig = plt.figure(figsize=(size / 100, height / 100), dpi=100)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0), projection="3d")
     if panel.mesh_shown:
-        ax.add_collection3d(Poly3DCollection(axes(v)[f], facecolors=colors, edgecolors="none"))
+        tri_normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        tri_normals /= np.maximum(np.linalg.norm(tri_normals, axis=1, keepdims=True), 1e-12)
+        colors = np.clip(np.asarray(panel.colors, np.float64)[:, :3], 0.0, 1.0)[f].mean(axis=1)
+        colors = colors * _shading(tri_normals, eye - center, up)[:, None]
+        ax.add_collection3d(Poly3DCollection(axes(v)[f], facecolors=colors, edgecolors="none",
+                                             antialiased=False))
     if panel.points_shown:
         p = axes(np.asarray(panel.points, np.float64)[:: max(1, len(panel.points) // 4000)])
         ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=0.3, c="#595959", depthshade=False)
-    c, r = axes(center[None])[0], 0.55 * float(np.linalg.norm(hi - lo))
+    c = axes(center[None])[0]
     ax.set_xlim(c[0] - r, c[0] + r)
     ax.set_ylim(c[1] - r, c[1] + r)
     ax.set_zlim(c[2] - r, c[2] + r)
     ax.set_box_aspect((1, 1, 1), zoom=1.35)
-    ax.set_proj_type("persp", focal_length=0.4)
+    if orthographic:
+        ax.set_proj_type("ortho")
+    else:
+        ax.set_proj_type("persp", focal_length=0.4)
     ax.view_init(elev=0.0, azim=-90.0 - panel.yaw_deg)  # azim -90: looking along +depth (the sensor)
     ax.set_axis_off()
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
     plt.close(fig)
     return image
+
+
+Mesh = Tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices (V, 3), faces (F, 3), colours (V, 3) in [0, 1]
+
+
+def render_meshes(meshes: Sequence[Mesh], *, width: int = 320, height: int = 240,
+                  side_view: bool = True) -> list[np.ndarray]:
+    """One image per mesh: ``(height, width * (2 if side_view else 1), 3)`` uint8 RGB, white background.
+
+    Meshes are in a camera's optical frame (x right, y down, z forward, metres), coloured per vertex
+    (RGB in [0, 1]; a face shows the mean of its corners). Left panel: seen from the sensor's side
+    (the view the depth camera had); right panel: from 90 degrees around the vertical (the side the
+    camera did not see). Orthographic views fixed for the whole sequence, framed on the first
+    non-empty mesh, so motion shows. An empty mesh gives an empty panel.
+    """
+    yaws = (0.0, 90.0) if side_view else (0.0,)
+    first = next((np.asarray(v, np.float64) for v, f, _ in meshes if len(f)), None)
+    if first is None:
+        return [np.full((height, width * len(yaws), 3), 255, np.uint8) for _ in meshes]
+    lo, hi = first.min(axis=0), first.max(axis=0)
+    frame = ((lo + hi) / 2, 0.6 * float((hi - lo).max()))
+    return [np.concatenate([_render_matplotlib(Panel(v, f, c, yaw_deg=yaw, draw="mesh"), width,
+                                               height, frame=frame, orthographic=True)
+                            for yaw in yaws], axis=1)
+            for v, f, c in meshes]
+
+
+def save_gif(path: str | os.PathLike, images: Sequence[np.ndarray], *, fps: float = 10.0) -> None:
+    """An animated GIF of RGB ``uint8`` images (looping forever), ``fps`` frames per second."""
+    from PIL import Image
+
+    if not images:
+        raise ValueError("save_gif needs at least one image")
+    frames = [Image.fromarray(np.asarray(image, np.uint8)) for image in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:],
+                   duration=max(1, int(round(1000 / fps))), loop=0, optimize=False)
 
 
 def render_panels(panels: Sequence[Panel], path: Path, *, columns: int = 3, size: int = 400,

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..geometry import best_rigid_motion
 from ..tracking import TrackedMesh
-from .metrics import nearest_indices
-from .sequence import EvaluationError
-from .stream import StreamScorer
+from ..evaluation.metrics import nearest_indices
+from ..evaluation.sequence import EvaluationError
+from ..evaluation.stream import StreamScorer
 
 __all__ = [
     "DemoReportError",
@@ -261,7 +261,7 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 def markdown_report(summary: Mapping[str, Any]) -> str:
-    """report.md's text from the demo's summary (see occflow_ros.ros.demo for its keys)."""
+    """report.md's text from the demo's summary (see occflow_ros.apps.demo for its keys)."""
     s = summary
     live, err, ids = s["live"], s["errors"], s["ids"]
     lat = live["latency_ms"]

@@ -2,7 +2,7 @@
 
 What :func:`run_demo` does, in order:
 
-1. builds the scene (:class:`~occflow_ros.evaluation.demo_scene.DemoScene`: a seeded person, a
+1. builds the scene (:class:`~occflow_ros.data.demo_scene.DemoScene`: a seeded person, a
    640x480 D435-like camera with floor, back wall, noise and zero-valued invalid pixels);
 2. starts the real node as its own process, exactly as a user (and the tests) do:
    ``python -m occflow_ros.ros.node --ros-args --params-file config/reconstruct.yaml -p ... -r
@@ -12,7 +12,7 @@ What :func:`run_demo` does, in order:
 4. publishes the stream at its capture times (30 Hz with jitter) as organized PointCloud2 stamped
    with the capture time, and records everything the node publishes with the time it arrived;
 5. lets the node finish, stops it with SIGINT and checks that it exits with status 0;
-6. scores the run against the ground truth (:mod:`occflow_ros.evaluation.demo_report`), renders a
+6. scores the run against the ground truth (:mod:`occflow_ros.apps.demo_report`), renders a
    few frames (:mod:`occflow_ros.evaluation.pictures`), writes ``report.md``, ``report.json``, the
    pictures, the node's log and a bag of its outputs into a new ``out/demo-YYYYmmdd-HHMMSS/``.
 
@@ -25,10 +25,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import random
-import signal
-import subprocess
-import sys
 import time
 import dataclasses
 from dataclasses import dataclass, field
@@ -37,7 +33,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..evaluation.demo_report import (
+from .node_process import NodeProcess, NodeProcessError, format_parameter
+from .demo_report import (
     ReceivedMesh,
     id_persistence,
     latency_summary,
@@ -45,12 +42,13 @@ from ..evaluation.demo_report import (
     summarize_errors,
     write_report,
 )
-from ..evaluation.demo_scene import DemoScene, SceneConfig
+from ..data.demo_scene import DemoScene, SceneConfig
 from ..evaluation.pictures import Panel, PictureError, render_panels
 from ..model import shipped_model_path
+from ..ros.dds import local_dds_environment
 from ..tracking import TrackedMesh
-from .node_config import NodeConfigError
-from .params_file import shipped_config
+from ..ros.node_config import NodeConfigError
+from ..ros.params_file import shipped_config
 
 __all__ = ["CPU_PARAMETERS", "DemoConfig", "DemoError", "DemoResult", "MODEL_HINT",
            "demo_parameters", "format_parameter", "run_demo"]
@@ -140,21 +138,6 @@ WHY_PARAMETERS = (
     "config/reconstruct.yaml's default (1 s keyframe window = the model's).")
 
 
-def format_parameter(value: Any) -> str:
-    """A parameter value as ``-p name:=VALUE`` text that rclpy reads back with the same type
-    (bool -> true/false, a double keeps its decimal point, a list of doubles -> [a, b, c])."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        text = repr(float(value))
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(format_parameter(float(v)) for v in value) + "]"
-    return str(value)
-
-
 def demo_parameters(scene: DemoScene, config: DemoConfig) -> Dict[str, Any]:
     """The node's ``-p`` overrides of this demo: the model, :data:`CPU_PARAMETERS`, the region of
     interest (the person's box over the stream, in the optical frame, grown by ``roi_margin``) and
@@ -167,75 +150,6 @@ def demo_parameters(scene: DemoScene, config: DemoConfig) -> Dict[str, Any]:
     params["tracker.preprocess.roi_max"] = [round(float(x), 3) for x in hi]
     params.update(config.parameters)
     return params
-
-
-def _dds_environment() -> Dict[str, str]:
-    """This process's environment with DDS kept on the machine (as tools/env.sh and the tests do),
-    without overriding what the caller set; one torch thread per process."""
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    try:
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(shipped_config("fastdds_shm.xml")))
-    except NodeConfigError:
-        pass  # not installed with the package: Fast DDS's defaults (the node warns about them)
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-class _NodeProcess:
-    """The reconstruct node as a child process, its output in a log file."""
-
-    def __init__(self, params_file: Path, parameters: Mapping[str, Any], log_path: Path,
-                 env: Mapping[str, str]) -> None:
-        self.log_path = log_path
-        self.command = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args",
-                        "--params-file", str(params_file), "-r", f"__ns:={NAMESPACE}",
-                        "-r", f"points:={INPUT_TOPIC}", "-r", f"depth:={DEPTH_TOPIC}",
-                        "-r", f"camera_info:={CAMERA_INFO_TOPIC}"]
-        for name, value in parameters.items():
-            self.command += ["-p", f"{name}:={format_parameter(value)}"]
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                         env=dict(env))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def tail(self, lines: int = 25) -> str:
-        return "\n".join("    " + line for line in self.log().splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ready:" in self.log():
-                return
-            if not self.alive():
-                raise DemoError(f"the node exited with status {self.proc.returncode} before it was "
-                                f"ready; its log ({self.log_path}):\n{self.tail()}")
-            time.sleep(0.1)
-        raise DemoError(f"the node was not ready after {timeout:.0f} s; its log:\n{self.tail()}")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT, then wait; returns the exit status (kills it and raises DemoError on a hang)."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise DemoError(f"the node did not exit within {timeout:.0f} s of SIGINT (killed); "
-                            f"its log:\n{self.tail()}") from None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
 
 
 @dataclass
@@ -251,7 +165,7 @@ class _Recording:
         return len(self.messages.get(topic, ()))
 
 
-def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None], depth: bool = False
+def _stream(scene: DemoScene, node: NodeProcess, say: Callable[[str], None], depth: bool = False
             ) -> Tuple[int, np.ndarray, _Recording, Dict[str, str]]:
     """Publish the pre-rendered frames at their capture times and record the node's outputs
     (``depth``: as 16UC1 images with their camera info, else as organized clouds).
@@ -271,9 +185,9 @@ def _stream(scene: DemoScene, node: _NodeProcess, say: Callable[[str], None], de
 
     from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
 
-    from .conversions import ns_to_stamp, stamp_to_ns
-    from .outputs import OUTPUTS, output_topic
-    from .pointcloud2 import xyz_cloud
+    from ..ros.conversions import ns_to_stamp, stamp_to_ns
+    from ..ros.outputs import OUTPUTS, output_topic
+    from ..ros.pointcloud2 import xyz_cloud
 
     context = Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -396,9 +310,9 @@ def _received_meshes(record: _Recording, start_ns: int, stamps_ns: np.ndarray
     from occflow_ros_msgs.msg import TrackedMesh as TrackedMeshMsg
     from rclpy.serialization import deserialize_message
 
-    from .conversions import stamp_to_ns
-    from .outputs import output_topic
-    from .tracked_mesh_msg import read_tracked_mesh_msg
+    from ..ros.conversions import stamp_to_ns
+    from ..ros.outputs import output_topic
+    from ..ros.tracked_mesh_msg import read_tracked_mesh_msg
 
     frame_of = {int(s): k for k, s in enumerate(stamps_ns)}
     out = []
@@ -436,8 +350,8 @@ def _write_bag(path: Path, record: _Recording) -> int:
     """The recorded outputs into a new mcap bag at their receive times; returns the message count."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from .bag_io import OutputBag
-    from .outputs import OUTPUTS, output_topic
+    from ..ros.bag_io import OutputBag
+    from ..ros.outputs import OUTPUTS, output_topic
 
     classes = {output_topic(o.name, NAMESPACE): o.msg_class for o in OUTPUTS}
     classes["/diagnostics"] = DiagnosticArray
@@ -455,7 +369,7 @@ def _pictures(scene: DemoScene, received: List[ReceivedMesh], path: Path, count:
     """``count`` frames spread over the run (tracking frames well after a keyframe preferred), one row
     each: the person's observed points, the mesh from the sensor, the mesh from the side. Returns the
     picture's path and its caption."""
-    from .conversions import ColorBox
+    from ..ros.conversions import ColorBox
 
     first_key = next((r for r in received if r.is_keyframe), received[0])
     box = ColorBox.around(first_key.mesh.canonical_vertices)  # what the node fits: RViz's colours
@@ -535,7 +449,12 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
             raise DemoError(str(e)) from None
     if not Path(config.params_file).is_file():
         raise DemoError(f"the node's parameters file {config.params_file} does not exist")
-    env = _dds_environment()
+    try:
+        profile = shipped_config("fastdds_shm.xml")
+    except NodeConfigError:
+        profile = None  # not installed with the package: Fast DDS's defaults (the node warns)
+    env = local_dds_environment(profile=profile)
+    env.setdefault("OMP_NUM_THREADS", "1")
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     out_dir = _new_out_dir(Path(config.out_root))
     started = datetime.datetime.now().isoformat(timespec="seconds")
@@ -544,7 +463,10 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
 
     scene = DemoScene(config.scene)
     parameters = demo_parameters(scene, config)
-    node = _NodeProcess(Path(config.params_file), parameters, out_dir / "node.log", env)
+    node = NodeProcess(out_dir / "node.log", params_file=Path(config.params_file),
+                       parameters=parameters, env=env, ros_args=[
+                           "-r", f"__ns:={NAMESPACE}", "-r", f"points:={INPUT_TOPIC}",
+                           "-r", f"depth:={DEPTH_TOPIC}", "-r", f"camera_info:={CAMERA_INFO_TOPIC}"])
     say(f"demo: node started (pid {node.proc.pid}, log {out_dir / 'node.log'}); rendering "
         f"{config.scene.seconds:g} s of {config.scene.width}x{config.scene.height} frames meanwhile")
     try:
@@ -557,14 +479,20 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
 
         scene.render(progress)
         say(f"demo: rendered in {scene.render_seconds:.1f} s; waiting for the node")
-        node.wait_ready(config.startup_timeout)
+        try:
+            node.wait_ready(config.startup_timeout)
+        except NodeProcessError as e:
+            raise DemoError(str(e)) from None
         target = (f"{DEPTH_TOPIC} and {CAMERA_INFO_TOPIC}" if config.input == "depth"
                   else INPUT_TOPIC)
         say(f"demo: node ready after {time.monotonic() - t_begin:.1f} s; streaming "
             f"{config.scene.seconds:g} s at {config.scene.fps:g} Hz to {target}")
         start_ns, published, record, diagnostics = _stream(
             scene, node, lambda s: say("demo: " + s), depth=config.input == "depth")
-        exit_code = node.stop()
+        try:
+            exit_code = node.stop()
+        except NodeProcessError as e:
+            raise DemoError(str(e)) from None
     except BaseException:
         node.kill()
         raise

@@ -34,13 +34,13 @@ from std_msgs.msg import Header, String
 
 from ..data.ground_truth import GroundTruthFrame
 from ..evaluation.sequence import FrameStatus, TrackedFrame
-from .bag_io import OutputBag, bag_topics, open_input_bag
-from .conversions import ns_to_stamp, stamp_to_ns
-from .errors import BagError, PointCloud2Error
-from .outputs import output_topic
-from .pointcloud2 import cloud_view, read_xyz, xyz_cloud
+from ..ros.bag_io import OutputBag, bag_topics, open_input_bag
+from ..ros.conversions import ns_to_stamp, stamp_to_ns
+from ..ros.errors import BagError, PointCloud2Error
+from ..ros.outputs import output_topic
+from ..ros.pointcloud2 import cloud_view, read_xyz, xyz_cloud
 from .replay import DIAGNOSTICS_TOPIC, GROUND_TRUTH_PREFIX
-from .tracked_mesh_msg import read_tracked_mesh_msg
+from ..ros.tracked_mesh_msg import read_tracked_mesh_msg
 
 __all__ = [
     "DEPTH_TOPIC",

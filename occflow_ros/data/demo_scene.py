@@ -27,14 +27,14 @@ from ..data import (
     view_of,
 )
 from ..data.shape import Shape4D
-from .sequence import EvaluationError
+from .errors import DataError
 
 __all__ = ["DemoSceneError", "SceneConfig", "DemoScene"]
 
 _MM = 1000.0
 
 
-class DemoSceneError(EvaluationError):
+class DemoSceneError(DataError):
     """An invalid demo scene setting; the message names the key and the allowed range."""
 
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from ..evaluation.report import new_directory, report_markdown, write_json, write_plots
 from ..evaluation.sequence import EvaluationError, TrackedFrame, score_sequence
-from .conversions import ColorBox
-from .bag_io import bag_topics, open_input_bag
+from ..ros.conversions import ColorBox
+from ..ros.bag_io import bag_topics, open_input_bag
 from .ground_truth_bag import read_ground_truth, read_replayed
-from .node_config import NodeConfig
+from ..ros.node_config import NodeConfig
 from .replay import GROUND_TRUTH_PREFIX, ReplayResult, replay_bag
 
 __all__ = ["FIRST_KEYFRAME_ONLY", "evaluate_bag", "render_tracked"]
@@ -43,7 +43,7 @@ def render_tracked(frames: Sequence[TrackedFrame], count: int, *, width: int = 3
     """Renders of up to ``count`` frames spread evenly over the sequence (first and last included),
     coloured by canonical position through a ColorBox fitted to the first frame; returns the images
     and the indices of the frames they show."""
-    from ..evaluation.render import render_meshes
+    from ..evaluation.pictures import render_meshes
 
     if not frames or count <= 0:
         return [], []
@@ -115,7 +115,7 @@ def evaluate_bag(input_bag: Union[str, os.PathLike], out_dir: Union[str, os.Path
         if renders:
             from PIL import Image
 
-            from ..evaluation.render import save_gif
+            from ..evaluation.pictures import save_gif
 
             save_gif(tmp / "tracked_mesh.gif", renders, fps=8.0)
             Image.fromarray(renders[0]).save(tmp / "frame_first.png")

@@ -37,14 +37,14 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
-from .bag_io import OutputBag, open_input_bag
-from .cdr import serialize_cdr
-from .conversions import stamp_to_ns, to_diagnostics
-from .errors import BagError, PointCloud2Error
-from .node_config import NodeConfig, apply_preset, node_config_from_parameters
-from .outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard, output_topic
-from .params_file import load_params_file
-from .pointcloud2 import auto_stride, read_xyz
+from ..ros.bag_io import OutputBag, open_input_bag
+from ..ros.cdr import serialize_cdr
+from ..ros.conversions import stamp_to_ns, to_diagnostics
+from ..ros.errors import BagError, PointCloud2Error
+from ..ros.node_config import NodeConfig, apply_preset, node_config_from_parameters
+from ..ros.outputs import NODE_NAME, OUTPUTS, OutputBuilder, StreamGuard, output_topic
+from ..ros.params_file import load_params_file
+from ..ros.pointcloud2 import auto_stride, read_xyz
 
 __all__ = [
     "DIAGNOSTICS_TOPIC",
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
-#: Topics under this prefix hold ground truth (see occflow_ros.ros.ground_truth_bag): never the input.
+#: Topics under this prefix hold ground truth (see occflow_ros.apps.ground_truth_bag): never the input.
 GROUND_TRUTH_PREFIX = "/ground_truth/"
 #: Keys of the per-frame diagnostics that are measured times (the only values that differ between runs).
 TIMING_KEYS = ("processing_ms", "tracker_ms")
