@@ -29,13 +29,10 @@ def _load_yaml(path: str) -> dict:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """occflow-train: train Occupancy Flow on window shards (synthetic or D-FAUST converted)."""
-    from .model import ModelError
-    from .training import TrainConfig, TrainError, train
+    return _standalone('train', argv)
 
-    parser = argparse.ArgumentParser(
-        prog="occflow-train",
-        description="Train Occupancy Flow on window shards. Multi-GPU: torchrun --nproc_per_node N "
-                    "$(which occflow-train) ...")
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of TrainConfig settings (CLI flags override)")
     parser.add_argument("--train-data", nargs="+", help="shard files or directories")
     parser.add_argument("--val-data", nargs="+", help="shard files or directories")
@@ -50,8 +47,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         "the shipped model) with a fresh optimizer and schedule")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
 
+
+def _train_run(args: argparse.Namespace) -> int:
+    from .model import ModelError
+    from .training import TrainConfig, TrainError, train
     settings = _load_yaml(args.config) if args.config else {}
     for key in ("train_data", "val_data", "out_dir", "steps", "batch_size", "lr", "seed",
                 "val_every", "device", "init_from"):
@@ -60,7 +60,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             settings[key] = value
     try:
         cfg = TrainConfig.from_dict(settings)
-        command = " ".join(shlex.quote(a) for a in ["occflow-train", *(argv or sys.argv[1:])])
+        command = " ".join(shlex.quote(a) for a in ["occflow-train", *args.argv])
         summary = train(cfg, resume=args.resume, progress=not args.no_progress, command=command)
     except (TrainError, ModelError, ValueError) as e:
         print(f"occflow-train: error: {e}", file=sys.stderr)
@@ -68,17 +68,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
-
 def make_dataset_main(argv: Sequence[str] | None = None) -> int:
     """occflow-make-dataset: write synthetic window shards (simulated depth camera + exact truth)."""
-    from .data import DataError, MotionRanges
-    from .data.synthetic import SyntheticConfig, write_synthetic_shards
+    return _standalone('make-dataset', argv)
 
-    parser = argparse.ArgumentParser(
-        prog="occflow-make-dataset",
-        description="Write shards of synthetic windows: depth frames of deforming shapes with exact "
-                    "occupancy and correspondences. Shard i is drawn from (seed, i); existing shard "
-                    "files are kept, so an interrupted run continues.")
+
+def _make_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--shards", type=int, default=1)
@@ -90,7 +85,11 @@ def make_dataset_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=320, help="simulated camera width (pixels)")
     parser.add_argument("--height", type=int, default=240, help="simulated camera height (pixels)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def _make_dataset_run(args: argparse.Namespace) -> int:
+    from .data import DataError, MotionRanges
+    from .data.synthetic import SyntheticConfig, write_synthetic_shards
     try:
         kwargs = {"width": args.width, "height": args.height}
         if args.families:
@@ -107,7 +106,6 @@ def make_dataset_main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"{len(paths)} shards in {args.out}")
     return 0
-
 
 PAPER_DFAUST = {"chamfer_l1": 0.065, "corr_l2": 0.094}  # OFlow on D-FAUST (ICCV 2019, Table 2)
 
@@ -158,8 +156,72 @@ def eval_markdown(title: str, summary: dict, *, paper: dict | None = None) -> st
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    """occflow-eval: score a trained model on held-out synthetic windows, a D-FAUST sequence, or a bag
-    with ground truth (occflow-eval bag <input-bag> [--replayed <output-bag>] --out <new dir>)."""
+    """occflow-eval: score a trained model on held-out synthetic windows, a D-FAUST sequence, window
+    records, or a bag with ground truth (occflow-eval bag <input-bag> [--replayed <output-bag>])."""
+    return _standalone("eval", argv)
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """One sub-command per source; the options every source takes, then each source's own."""
+    sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    sources = {
+        "synthetic": sub.add_parser("synthetic", help="held-out windows of the synthetic world"),
+        "dfaust": sub.add_parser("dfaust", help="D-FAUST sequence folder(s), seen by a simulated "
+                                 "single-view camera from several azimuths"),
+        "records": sub.add_parser("records", help="window shards (occflow-make-dataset's)"),
+        "bag": sub.add_parser("bag", help="a bag with ground truth (occflow-make-bag's): replay it "
+                              "through the tracker, or score a replay of it"),
+    }
+    for name, p in sources.items():
+        p.add_argument("--checkpoint", help="model file (default: the shipped model)")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--threads", type=int, default=1, help="torch and BLAS CPU threads "
+                       "(default 1, as on the node's CPU preset; 0: the libraries' own default)")
+        p.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE",
+                       help="override a node parameter (bag), a tracker.* parameter (the others), "
+                       "e.g. -p tracker.deformation.rigidity:=3")
+        p.add_argument("--no-progress", action="store_true")
+        if name != "bag":
+            p.add_argument("--flow", action="store_true",
+                           help="carry the keyframe mesh by the velocity field alone "
+                           "(tracker.deformation.enabled:=false) instead of the default non-rigid "
+                           "registration")
+            p.add_argument("--out", help="write summary.json, windows.json and summary.md here")
+            p.add_argument("--seed", type=int, default=1001,
+                           help="seed of the held-out windows (training used 1 and 2)")
+    syn = sources["synthetic"]
+    syn.add_argument("--windows", type=int, default=32, help="number of windows")
+    syn.add_argument("--amplitude", nargs=2, type=float, default=(1.0, 1.2),
+                     help="motion amplitude range (training drew 0.5..1.0)")
+    syn.add_argument("--iou-points", type=int, default=100_000,
+                     help="uniform occupancy queries per ground-truth frame for IoU, labelled exactly "
+                     "(the paper: 100000; 0: the records' own 2048)")
+    syn.add_argument("--width", type=int, default=320)
+    syn.add_argument("--height", type=int, default=240)
+    sources["dfaust"].add_argument("paths", nargs="+", help="sequence folder(s)")
+    sources["dfaust"].add_argument("--views", type=int, default=4, help="camera azimuths")
+    sources["records"].add_argument("paths", nargs="+", help="shard files or directories")
+    bag = sources["bag"]
+    bag.add_argument("paths", nargs=1, metavar="input_bag", help="the input bag (depth clouds and "
+                     "/ground_truth/* topics, e.g. from occflow-make-bag)")
+    bag.add_argument("--out", help="the report directory to create (default out/eval/<bag>-<time>)")
+    bag.add_argument("--replayed", help="score this replayed bag (occflow-replay's output of the input "
+                     "bag) instead of replaying the input bag into <out>/replay")
+    bag.add_argument("--params-file", help="the node's parameters YAML for the replay (e.g. "
+                     "config/reconstruct.yaml)")
+    bag.add_argument("--topic", help="the depth topic (default: the only PointCloud2 outside "
+                     "/ground_truth/)")
+    bag.add_argument("--chamfer-points", type=int, default=100_000,
+                     help="points sampled on each mesh for Chamfer-L1 (the paper: 100000)")
+    bag.add_argument("--render-frames", type=int, default=24, help="frames in the GIF (0: no renders)")
+    bag.add_argument("--keyframes", choices=["node", "first"], default="node",
+                     help="the node's keyframe policy from the parameters (default), or 'first': one "
+                     "keyframe at the first frame carried to the end (the paper's protocol)")
+
+
+def _eval_run(args: argparse.Namespace) -> int:
+    if args.source == "bag":
+        return _eval_bag(args)
     import numpy as np
 
     from .data import DataError, MotionRanges
@@ -168,48 +230,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     from .data.synthetic import SyntheticConfig, synthetic_records, with_iou_queries
     from .evaluation.evaluate import evaluate_records, summarize
     from .model import ModelError, load_checkpoint, shipped_model_path
-    parser = argparse.ArgumentParser(prog="occflow-eval", description=eval_main.__doc__)
-    parser.add_argument("source", choices=["synthetic", "dfaust", "records", "bag"])
-    parser.add_argument("paths", nargs="*", help="dfaust: sequence folder(s); records: shards; bag: the input "
-                        "bag (depth clouds and /ground_truth/* topics, e.g. from occflow-make-bag)")
-    parser.add_argument("--checkpoint", help="model file (default: the shipped model)")
-    parser.add_argument("--seed", type=int, default=1001,
-                        help="synthetic: seed of the held-out windows (training used 1 and 2)")
-    parser.add_argument("--windows", type=int, default=32, help="synthetic: number of windows")
-    parser.add_argument("--amplitude", nargs=2, type=float, default=(1.0, 1.2),
-                        help="synthetic: motion amplitude range (training drew 0.5..1.0)")
-    parser.add_argument("--iou-points", type=int, default=100_000,
-                        help="synthetic: uniform occupancy queries per ground-truth frame for IoU, labelled "
-                        "exactly (the paper: 100000; 0: the records' own 2048)")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--views", type=int, default=4, help="dfaust: camera azimuths")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--flow", action="store_true",
-                        help="synthetic, dfaust, records: carry the keyframe mesh by the velocity field alone "
-                        "(tracker.deformation.enabled:=false) instead of the default non-rigid registration")
-    parser.add_argument("--out", help="write summary.json, windows.json and summary.md here (bag: the "
-                        "report directory to create; default out/eval/<bag>-<time>)")
-    parser.add_argument("--no-progress", action="store_true")
-    bag = parser.add_argument_group("bag")
-    bag.add_argument("--replayed", help="bag: score this replayed bag (occflow-replay's output of the input "
-                     "bag) instead of replaying the input bag into <out>/replay")
-    bag.add_argument("--params-file", help="bag: the node's parameters YAML for the replay (e.g. "
-                     "config/reconstruct.yaml)")
-    bag.add_argument("-p", "--param", action="append", metavar="NAME:=VALUE",
-                     help="bag: override a node parameter; synthetic, dfaust, records: a tracker.* parameter "
-                     "(e.g. -p tracker.deformation.rigidity:=3)")
-    bag.add_argument("--threads", type=int, help="bag: torch CPU threads of the replay (default 1)")
-    bag.add_argument("--topic", help="bag: the depth topic (default: the only PointCloud2 outside /ground_truth/)")
-    bag.add_argument("--chamfer-points", type=int, default=100_000,
-                     help="bag: points sampled on each mesh for Chamfer-L1 (the paper: 100000)")
-    bag.add_argument("--render-frames", type=int, default=24, help="bag: frames in the GIF (0: no renders)")
-    bag.add_argument("--keyframes", choices=["node", "first"], default="node",
-                     help="bag: the node's keyframe policy from the parameters (default), or 'first': one "
-                     "keyframe at the first frame carried to the end (the paper's protocol)")
-    args = parser.parse_args(argv)
-    if args.source == "bag":
-        return _eval_bag(args)
+    from .model import limit_cpu_threads
+
+    if args.threads:
+        limit_cpu_threads(args.threads)
     try:
         checkpoint = load_checkpoint(args.checkpoint or shipped_model_path(),
                                      map_location=args.device)
@@ -231,8 +255,6 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             title = (f"Held-out synthetic windows (seed {args.seed}, amplitude "
                      f"{args.amplitude[0]}..{args.amplitude[1]})")
         elif args.source == "dfaust":
-            if not args.paths:
-                raise DataError("dfaust needs a sequence folder")
             records = []
             for path in args.paths:
                 seq = load_dfaust_sequence(path)
@@ -304,9 +326,6 @@ def _eval_bag(args: argparse.Namespace) -> int:
     from .ros.node_config import NodeConfigError
     from .apps.replay import load_replay_config, make_tracker
 
-    if len(args.paths) != 1:
-        print("occflow-eval: error: bag takes exactly one input bag", file=sys.stderr)
-        return 2
     input_bag = args.paths[0]
     out = args.out or os.path.join(
         "out", "eval", f"{Path(input_bag.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -330,7 +349,7 @@ def _eval_bag(args: argparse.Namespace) -> int:
                                           "the node's policy (window, max_frames, residual threshold)"))
 
             def make():
-                return make_tracker(config, threads=args.threads or 1)
+                return make_tracker(config, threads=args.threads)
 
         evaluate_bag(input_bag, out, replayed=args.replayed, make_tracker=make, config=config,
                      topic=args.topic, chamfer_points=args.chamfer_points,
@@ -397,10 +416,10 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     node's topics to a new bag (see occflow_ros.apps.replay). Exit status: 0 done, 2 an error (one line
     naming the bag, file or parameter), 128 + signal number when SIGINT/SIGTERM ended it early (the
     output bag is then complete and holds the frames replayed so far)."""
-    parser = argparse.ArgumentParser(
-        prog="occflow-replay", description="Replay a rosbag2 bag (mcap or sqlite3) of depth clouds through "
-        "the tracker and write the reconstruct node's topics (plus the input) to a new bag for "
-        "`ros2 bag play` + RViz. Deterministic: same bag, model and parameters, same bytes.")
+    return _standalone('replay', argv)
+
+
+def _replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="input bag (directory, .mcap or .db3)")
     parser.add_argument("output", help="output bag directory to create (never overwritten)")
     parser.add_argument("--topic", help="PointCloud2 input topic (default: the only one outside /ground_truth/)")
@@ -415,8 +434,9 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     parser.add_argument("--namespace", default="", help="the node namespace in the output topics")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
 
+
+def _replay_run(args: argparse.Namespace) -> int:
     from .model import ModelError
     from .ros.errors import MessageError
     from .ros.node_config import NodeConfigError
@@ -438,14 +458,16 @@ def replay_main(argv: Sequence[str] | None = None) -> int:
     print(result.summary())
     return 128 + stop.signum if result.interrupted else 0
 
-
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """occflow-demo (make demo): a simulated 640x480 RealSense stream of a moving person through the
     live reconstruct node over DDS; writes a report (rates, latency, tracking error against ground
     truth, vertex-id persistence, pictures) into a new out/demo-YYYYmmdd-HHMMSS/. Exit status: 0 done,
     1 the run failed (node did not start, died, published nothing, exited uncleanly), 2 bad arguments
     or no model."""
-    parser = argparse.ArgumentParser(prog="occflow-demo", description=demo_main.__doc__)
+    return _standalone('demo', argv)
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint the node loads (default: the shipped model)")
     parser.add_argument("--seconds", type=float, default=20.0, help="stream length (default 20)")
     parser.add_argument("--motion", default="jumping_jacks", help="the person's motion (default "
@@ -461,8 +483,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
                         "depth images with their camera info (depth: the node's input.type depth)")
     parser.add_argument("--params-file", help="the node's parameters file (default: the package's "
                         "config/reconstruct.yaml, from the checkout or the installed share/)")
-    args = parser.parse_args(argv)
 
+
+def _demo_run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # this process only renders and scores
@@ -499,15 +522,13 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         return 1
     return 0
 
-
 def make_bag_main(argv: Sequence[str] | None = None) -> int:
     """occflow-make-bag: write a rosbag2 bag of a depth stream with ground truth (layout:
     occflow_ros.apps.ground_truth_bag), from the synthetic world or a D-FAUST sequence."""
-    parser = argparse.ArgumentParser(
-        prog="occflow-make-bag", description="Write a bag of a simulated depth camera's clouds "
-        "(/camera/depth/points) with ground truth: /ground_truth/surface (x y z id: the same ids every "
-        "frame, i.e. correspondences), /ground_truth/occupancy (x y z inside), /ground_truth/info (JSON). "
-        "Replay it with occflow-replay, score it with occflow-eval bag.")
+    return _standalone('make-bag', argv)
+
+
+def _make_bag_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True)
     syn = sub.add_parser("synthetic", help="a deforming shape of the synthetic world")
     syn.add_argument("output", help="bag directory to create (never overwritten)")
@@ -538,8 +559,9 @@ def make_bag_main(argv: Sequence[str] | None = None) -> int:
     for p in (syn, df):
         p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
         p.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
 
+
+def _make_bag_run(args: argparse.Namespace) -> int:
     from .data import DataError
     from .data.ground_truth import dfaust_ground_truth, synthetic_ground_truth
     from .ros.errors import MessageError
@@ -572,16 +594,71 @@ def make_bag_main(argv: Sequence[str] | None = None) -> int:
     print(f"{count} frames -> {args.output}")
     return 0
 
+_PARSERS = {
+    'eval': dict(prog="occflow-eval", description=eval_main.__doc__),
+    'train': dict(
+        prog="occflow-train",
+        description="Train Occupancy Flow on window shards. Multi-GPU: torchrun --nproc_per_node N "
+                    "$(which occflow-train) ..."),
+    'make-dataset': dict(
+        prog="occflow-make-dataset",
+        description="Write shards of synthetic windows: depth frames of deforming shapes with exact "
+                    "occupancy and correspondences. Shard i is drawn from (seed, i); existing shard "
+                    "files are kept, so an interrupted run continues."),
+    'replay': dict(
+        prog="occflow-replay", description="Replay a rosbag2 bag (mcap or sqlite3) of depth clouds through "
+        "the tracker and write the reconstruct node's topics (plus the input) to a new bag for "
+        "`ros2 bag play` + RViz. Deterministic: same bag, model and parameters, same bytes."),
+    'demo': dict(prog="occflow-demo", description=demo_main.__doc__),
+    'make-bag': dict(
+        prog="occflow-make-bag", description="Write a bag of a simulated depth camera's clouds "
+        "(/camera/depth/points) with ground truth: /ground_truth/surface (x y z id: the same ids every "
+        "frame, i.e. correspondences), /ground_truth/occupancy (x y z inside), /ground_truth/info (JSON). "
+        "Replay it with occflow-replay, score it with occflow-eval bag."),
+}
+_HELP = {
+    "train": "train Occupancy Flow on window shards",
+    "make-dataset": "write shards of synthetic windows with exact truth",
+    "eval": "score a model on held-out synthetic windows, D-FAUST, window records or a bag",
+    "replay": "replay a bag of depth clouds through the tracker into a new bag",
+    "make-bag": "write a bag of a simulated depth stream with ground truth",
+    "demo": "a simulated RealSense stream of a person through the live node, scored",
+}
+_COMMANDS = {
+    "train": (_train_arguments, _train_run),
+    "make-dataset": (_make_dataset_arguments, _make_dataset_run),
+    "eval": (_eval_arguments, _eval_run),
+    "replay": (_replay_arguments, _replay_run),
+    "make-bag": (_make_bag_arguments, _make_bag_run),
+    "demo": (_demo_arguments, _demo_run),
+}
+
+
+def _standalone(name: str, argv: Sequence[str] | None) -> int:
+    """One console command (occflow-<name>): its own parser, then its run."""
+    arguments, run = _COMMANDS[name]
+    parser = argparse.ArgumentParser(**_PARSERS[name])
+    arguments(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return run(args)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m occflow_ros.cli <command> ...: the same entry points under one name."""
-    commands = {"train": train_main, "make-dataset": make_dataset_main, "eval": eval_main,
-                "replay": replay_main, "make-bag": make_bag_main, "demo": demo_main}
+    """python -m occflow_ros.cli <command> ...: every console command under one name (argparse
+    sub-commands built by the same functions as the occflow-* commands)."""
+    parser = argparse.ArgumentParser(prog="python -m occflow_ros.cli",
+                                     description="The occflow-* console commands under one name.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (arguments, run) in _COMMANDS.items():
+        command = sub.add_parser(name, help=_HELP[name], description=_PARSERS[name]["description"])
+        arguments(command)
+        command.set_defaults(run=run)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in commands:
-        print(f"usage: python -m occflow_ros.cli {{{','.join(commands)}}} ...", file=sys.stderr)
-        return 2
-    return commands[argv[0]](argv[1:])
+    args = parser.parse_args(argv)
+    args.argv = argv[1:]
+    return args.run(args)
 
 
 if __name__ == "__main__":
