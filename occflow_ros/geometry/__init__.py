@@ -13,8 +13,9 @@ from .mise import MeshResult, extract_mesh, extract_mesh_dense, logit, marching_
 from .normalization import Normalization
 from .queries import MeshScene, closest_surface_points, vertex_normals
 from .registration import best_rigid_motion, frame_poses, next_pose, register_to_keyframe
-from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, fit_normalization,
-                         preprocess, remove_outliers, valid_mask, voxel_downsample)
+from .preprocess import (PreprocessConfig, PreprocessResult, StageCounts, even_stride,
+                         fit_normalization, preprocess, remove_outliers, valid_mask,
+                         voxel_downsample)
 
 __all__ = [
     # normalisation
@@ -25,6 +26,7 @@ __all__ = [
     "clean_mesh", "simplify_mesh", "mesh_area", "mesh_volume", "is_watertight",
     # point-cloud preprocessing
     "PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
+    "even_stride",
     "valid_mask", "voxel_downsample", "remove_outliers",
     # queries against a mesh
     "MeshScene", "closest_surface_points", "vertex_normals",

@@ -37,7 +37,7 @@ from .errors import PreprocessError
 from .normalization import Normalization
 
 __all__ = ["PreprocessConfig", "PreprocessResult", "StageCounts", "preprocess", "fit_normalization",
-           "valid_mask", "roi_mask", "voxel_downsample", "remove_outliers"]
+           "valid_mask", "roi_mask", "voxel_downsample", "remove_outliers", "even_stride"]
 
 Vec3 = Tuple[float, float, float]
 
@@ -487,3 +487,10 @@ def _integer(cfg: PreprocessConfig, name: str, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise PreprocessError(f"{name} must be an integer >= {lo}, got {value!r}")
     object.__setattr__(cfg, name, int(value))
+
+
+def even_stride(points: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of the points (0: all), an even stride through them (deterministic)."""
+    if limit and len(points) > limit:
+        return points[:: -(-len(points) // limit)]
+    return points

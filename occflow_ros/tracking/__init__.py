@@ -1,4 +1,5 @@
-"""The streaming engine: frame window, keyframe policy, vertex propagation, persistent ids."""
+"""The streaming engine: frame window, keyframe policy, persistent ids; the motion carriers that
+move the mesh between keyframes live in ``occflow_ros.tracking.carriers``."""
 
 from .config import DeformationConfig, MeshingConfig, TrackerConfig, TrackingError
 from .ids import IdAssignment, inherit_ids

@@ -17,14 +17,12 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..geometry import (
-    DeformationGraph,
     Normalization,
-    best_rigid_motion,
     clean_mesh,
+    even_stride,
     extract_mesh,
     fit_normalization,
     logit,
-    next_pose,
     preprocess,
     remove_outliers,
     simplify_mesh,
@@ -32,25 +30,18 @@ from ..geometry import (
 from ..model import (
     Checkpoint,
     EncoderState,
-    FramePoses,
     OccupancyFlow,
     autocast_dtype,
     select_device,
 )
 from ..model.flow import MIN_CHUNK
+from .carriers import CARRIERS, Carrier, CarrierContext, Frame, SegmentStart, carrier_name, make_carrier
 from .config import TrackerConfig, TrackingError
 from ..geometry.queries import MeshScene
 from .ids import inherit_ids
 from .types import TrackedMesh
 
 __all__ = ["Tracker", "TrackingCancelled"]
-
-
-def _even_stride(points: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` of the points (0: all), an even stride through them (deterministic)."""
-    if limit and len(points) > limit:
-        return points[:: -(-len(points) // limit)]
-    return points
 
 
 class TrackingCancelled(TrackingError):
@@ -60,14 +51,14 @@ class TrackingCancelled(TrackingError):
 
 @dataclass
 class _Segment:
-    """State of one keyframe segment (everything in the keyframe's normalised space)."""
+    """State of one keyframe segment (everything in the keyframe's normalised space); what moves
+    its mesh is its ``carrier`` (``occflow_ros.tracking.carriers``)."""
 
     keyframe_id: int
     key_stamp: float
     norm: Normalization
-    encoder: EncoderState
-    code: torch.Tensor  # (1, C) motion code of the frames so far
-    vertices: torch.Tensor  # (1, V, 3) float32 on the device
+    carrier: Carrier
+    vertices: np.ndarray  # (V, 3) float32 normalised, at t_prev
     faces: np.ndarray  # (F, 3) uint32
     ids: np.ndarray  # (V,) uint32
     canonical: np.ndarray  # (V, 3) float32 metres
@@ -75,31 +66,6 @@ class _Segment:
     frames: int
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
     coverage: float  # mean distance (m) of the keyframe mesh's visible vertices to its points
-    # with the rigid prior: the keyframe's input points (normalised), and each frame's normalised
-    # time and ICP pose relative to the keyframe, keyframe first
-    key_points: np.ndarray | None = None
-    pose_times: list = dataclasses.field(default_factory=list)
-    poses: list = dataclasses.field(default_factory=list)
-    # with config.deformation: the graph that carries the keyframe mesh instead of the flow
-    deformation: DeformationGraph | None = None
-
-    def add_pose(self, x: torch.Tensor, t: float) -> None:
-        """Register a frame's input points x (1, N, 3) to the keyframe's (``next_pose``, as in
-        training); the first frame given is the keyframe."""
-        if self.key_points is None:
-            self.key_points = x[0].float().cpu().numpy()
-            pose = np.eye(4)
-        else:
-            pose = next_pose(self.key_points, x[0].float().cpu().numpy(), self.poses)
-        self.pose_times.append(float(t))
-        self.poses.append(pose.astype(np.float32))
-
-    def frame_poses(self, device: torch.device, last: int | None = None) -> FramePoses:
-        """The poses so far (or the ``last`` few) as the flows take them."""
-        sl = slice(-last if last else None, None)
-        times = torch.tensor([self.pose_times[sl]], dtype=torch.float32, device=device)
-        poses = torch.from_numpy(np.stack(self.poses[sl])).to(device)[None]
-        return FramePoses(times, poses)
 
 
 @dataclass
@@ -190,7 +156,10 @@ class Tracker:
         self.input_points = model.config.input_points
         self._rng = np.random.default_rng(self.config.seed)
         self._plane = None  # the last frame's removed plane (preprocess's plane_hint)
-        self._chunk = self.config.chunk_size  # shrinks if the GPU runs out of memory
+        # what every segment's carrier shares; its chunk shrinks if the GPU runs out of memory
+        self._ctx = CarrierContext(model=self.model, config=self.config, device=self.device,
+                                   autocast_dtype=self.autocast, time_scale=self.time_scale,
+                                   chunk=self.config.chunk_size)
         self._threshold = logit(self.config.meshing.threshold)
         self._next_id = 0
         self._keyframes = 0
@@ -203,7 +172,21 @@ class Tracker:
         self._keyframe_seconds = 0.0  # how long the last keyframe took to mesh (wall time)
         self.resets = 0
 
+    @property
+    def _chunk(self) -> int:
+        return self._ctx.chunk
+
+    @_chunk.setter
+    def _chunk(self, value: int) -> None:
+        self._ctx.chunk = int(value)
+
     # -- public ------------------------------------------------------------------------------------
+    @property
+    def carrier(self) -> str:
+        """What carries the mesh between keyframes: ``"graph"`` or ``"flow"``
+        (``occflow_ros.tracking.carriers``)."""
+        return carrier_name(self.config)
+
     @property
     def last(self) -> TrackedMesh | None:
         """The most recent result (None before the first mesh or after a reset)."""
@@ -270,11 +253,13 @@ class Tracker:
             info["reset"] = (f"stamp went backwards by {self._last_stamp - stamp:.3f} s "
                              "(bag loop or clock reset): tracker reset")
             self.reset()
-        # with the deformation graph the outlier stage runs only on frames a keyframe mesh is built
-        # from (``cleaned``): the fit leaves stray points out by its distance gate, and the stage
-        # is ~4 ms of a tracked frame's ~40 on one core (docs/tracking.md, "Cost"); the flow's
-        # rigid prior registers frames to the keyframe's points, so there every frame gets it
-        late = self.config.deformation.enabled and self.config.preprocess.outlier_neighbors > 0
+        # a carrier that does not need it (the deformation graph) gets the outlier stage only on
+        # frames a keyframe mesh is built from (``cleaned``): the fit leaves stray points out by its
+        # distance gate, and the stage is ~4 ms of a tracked frame's ~40 on one core
+        # (docs/tracking.md, "Cost"); the flow's rigid prior registers frames to the keyframe's
+        # points, so there every frame gets it
+        late = (not CARRIERS[self.carrier].clean_frames
+                and self.config.preprocess.outlier_neighbors > 0)
         stages = dataclasses.replace(self.config.preprocess, n_points=None,
                                      **({"outlier_neighbors": 0} if late else {}))
         pre = preprocess(points, stages, self._rng, plane_hint=self._plane)
@@ -318,10 +303,11 @@ class Tracker:
             reason = self._lost(info) if not adopted and self._job is None else None
             if reason is not None:
                 seg = self._segment
-                if seg.deformation is not None and self._last is not None:
-                    # fall back to the last good state: the graph as it was before this frame,
+                undone = seg.carrier.undo() if self._last is not None else None
+                if undone is not None:
+                    # fall back to the last good state: the carrier as it was before this frame,
                     # and the mesh published for it (the new keyframe inherits its ids)
-                    self._set_vertices(seg, seg.deformation.revert())
+                    seg.vertices = undone
                     info["fallback"] = reason
                     mesh = dataclasses.replace(self._last, stamp=stamp, topology_changed=False,
                                                info=info, input_points=None,
@@ -450,27 +436,14 @@ class Tracker:
         faces = build.faces.astype(np.uint32)
         residual, coverage = self._residuals(build.vertices_m, faces, build.observed)
         self._keyframe_seconds = build.seconds
-        seg = _Segment(
-            keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, encoder=build.encoder,
-            code=build.code, vertices=torch.from_numpy(build.vertices).to(self.device)[None],
-            faces=faces, ids=np.zeros(0, np.uint32), canonical=np.zeros((0, 3), np.float32),
-            t_prev=0.0, frames=1, residual=residual, coverage=coverage)
-        d = self.config.deformation
-        if d.enabled:
-            seg.deformation = DeformationGraph(
-                build.vertices, faces, spacing=d.node_spacing, rigidity=d.rigidity,
-                sliding=d.sliding, max_distance=d.max_distance, iterations=d.iterations,
-                rigid_iterations=2 if d.rigid else 0, momentum=d.momentum,
-                prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes)
-        elif self.model.rigid:
-            seg.add_pose(build.x, 0.0)
-        return seg
-
-    def _observed_normalized(self, observed: np.ndarray, norm: Normalization) -> np.ndarray:
-        """A frame's preprocessed points (metres) in the keyframe's normalised space, an even stride
-        of at most ``deformation.points`` of them (what the deformation graph is fit to)."""
-        observed = _even_stride(observed, self.config.deformation.points)
-        return norm.to_normalized(np.asarray(observed, np.float32))
+        carrier = make_carrier(self._ctx, SegmentStart(
+            norm=build.norm, x=build.x, encoder=build.encoder, code=build.code,
+            vertices=build.vertices, faces=faces))
+        return _Segment(
+            keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, carrier=carrier,
+            vertices=build.vertices, faces=faces, ids=np.zeros(0, np.uint32),
+            canonical=np.zeros((0, 3), np.float32), t_prev=0.0, frames=1, residual=residual,
+            coverage=coverage)
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
                   should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
@@ -531,32 +504,16 @@ class Tracker:
             info["keyframe_empty"] = "background keyframe gave an empty mesh; the old one goes on"
             return False
         seg = self._new_segment(build)
-        if job.pending and seg.deformation is not None:
-            # the frames seen while it was meshed, one fit each, in order
-            for p, t in job.pending:
-                self._fit_graph(seg, p, (t - build.stamp) / self.time_scale)
-            seg.frames += len(job.pending)
-        elif job.pending:
-            # the frames seen while it was meshed: one encoder pass, one solve to the last of them
-            xs = torch.cat([self._model_input(p, build.norm) for p, _ in job.pending])[None]
-            times = torch.tensor([[(t - build.stamp) / self.time_scale for _, t in job.pending]],
-                                 dtype=torch.float32, device=self.device)
-            with self._autocast():
-                codes, seg.encoder = self.model.encode_motion(xs, times, state=seg.encoder)
-            seg.code = codes[:, -1].float()
-            t_last = float(times[0, -1])
-            poses = None
-            if self.model.rigid:
-                for j in range(xs.shape[1]):
-                    seg.add_pose(xs[:, j], float(times[0, j]))
-                poses = seg.frame_poses(self.device)
-            seg.vertices = self.model.flow(seg.vertices, 0.0, t_last, seg.code, self.config.solver,
-                                           chunk_size=self._chunk, autocast_dtype=self.autocast,
-                                           poses=poses)
-            seg.t_prev = t_last
-            seg.frames += len(job.pending)
+        if job.pending:
+            # the frames seen while it was meshed, carried in order (the flow: one encoder pass
+            # and one solve to the last of them)
+            frames = [Frame(p, self._model_input(p, build.norm),
+                            (t - build.stamp) / self.time_scale, {}) for p, t in job.pending]
+            seg.vertices = seg.carrier.catch_up(frames)
+            seg.t_prev = frames[-1].t
+            seg.frames += len(frames)
         # the old mesh (self._last) is at the last frame seen: compare the two meshes there
-        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
+        vertices_m = seg.norm.to_metres(seg.vertices)
         assignment = self._inherit(vertices_m)
         seg.ids, seg.canonical = assignment.ids, assignment.canonical
         self._segment = seg
@@ -577,122 +534,31 @@ class Tracker:
             self._executor = None
 
     def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
+        """A tracked frame: the segment's carrier moves the mesh to this frame's time; the mesh is
+        checked against the frame both ways; the input correspondences come from the carrier."""
         seg = self._segment
         assert seg is not None
         t_now = (stamp - seg.key_stamp) / self.time_scale
         x = self._model_input(observed, seg.norm)
-        if seg.deformation is not None:
-            return self._deform(seg, observed, x, stamp, t_now, info)
-        model = self.model
-        t0 = time.perf_counter()
-        with self._autocast():
-            codes, seg.encoder = model.encode_motion(
-                x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
-        seg.code = codes[:, -1].float()
-        if model.rigid:
-            seg.add_pose(x, t_now)
-        t1 = time.perf_counter()
-        stats: dict = {}
-        # with the rigid prior, this step is the screw motion between the last two frames' poses
-        # plus the field's own motion in the body frame
-        seg.vertices = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
-                                  chunk_size=self._chunk, autocast_dtype=self.autocast,
-                                  stats=stats,
-                                  poses=seg.frame_poses(self.device, 2) if model.rigid else None)
-        self._chunk = stats["chunk_size"]
-        t2 = time.perf_counter()
+        seg.vertices = seg.carrier.carry(Frame(observed, x, t_now, info))
         seg.t_prev = t_now
         seg.frames += 1
-        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
-        info.update(keyframe=False, encode_ms=1e3 * (t1 - t0), flow_ms=1e3 * (t2 - t1))
-        info["residual_m"], info["coverage_m"] = self._residuals(vertices_m, seg.faces, observed)
-        keyframe_points = None
-        if self.config.input_correspondences:
-            back = model.flow(x, t_now, 0.0, seg.code, self.config.correspondence_solver,
-                              chunk_size=self._chunk, autocast_dtype=self.autocast,
-                              poses=seg.frame_poses(self.device) if model.rigid else None)
-            keyframe_points = seg.norm.to_metres(back[0].float().cpu().numpy())
-            observed = seg.norm.to_metres(x[0].float().cpu().numpy())
-            info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
-        return TrackedMesh(
-            stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
-            vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
-            canonical_vertices=seg.canonical, topology_changed=False, input_points=observed,
-            input_keyframe_points=keyframe_points, info=info)
-
-    def _deform(self, seg: _Segment, observed: np.ndarray, x: torch.Tensor, stamp: float,
-                t_now: float, info: dict) -> TrackedMesh:
-        """A tracked frame with ``config.deformation``: the graph, fit to this frame, moves the
-        keyframe mesh; the input correspondences come from the same fit."""
-        t0 = time.perf_counter()
-        graph = seg.deformation
-        predicted = None
-        if self.config.deformation.flow_prior:
-            predicted = self._flow_prediction(seg, x, t_now)
-            info["flow_ms"] = 1e3 * (time.perf_counter() - t0)
-        t_fit = time.perf_counter()
-        self._fit_graph(seg, observed, t_now, predicted)
         t1 = time.perf_counter()
-        info["deformation_rigid_ms"] = 1e3 * graph.last_timings.get("rigid", 0.0)
-        seg.frames += 1
-        vertices_m = seg.norm.to_metres(seg.vertices[0].float().cpu().numpy())
-        info.update(keyframe=False, deformation_ms=1e3 * (t1 - t_fit),
-                    deformation_pairs=graph.last_pairs)
+        vertices_m = seg.norm.to_metres(seg.vertices)
+        info["keyframe"] = False
         info["residual_m"], info["coverage_m"] = self._residuals(vertices_m, seg.faces, observed)
         t2 = time.perf_counter()
         info["checks_ms"] = 1e3 * (t2 - t1)
-        seen = seg.norm.to_metres(x[0].float().cpu().numpy())
+        seen = seg.norm.to_metres(x[0].float().cpu().numpy())  # the points the model was given
         keyframe_points = None
         if self.config.input_correspondences:
-            back = graph.keyframe_positions(x[0].float().cpu().numpy())
-            keyframe_points = seg.norm.to_metres(back.astype(np.float32))
+            keyframe_points = seg.norm.to_metres(seg.carrier.back(x, t_now))
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
         return TrackedMesh(
             stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,
             canonical_vertices=seg.canonical, topology_changed=False, input_points=seen,
             input_keyframe_points=keyframe_points, info=info)
-
-    def _flow_prediction(self, seg: _Segment, x: torch.Tensor, t_now: float) -> np.ndarray:
-        """Where the velocity field carries the graph's vertices from the last frame's time to
-        t_now (normalised, (V, 3)): the motion code takes this frame's input points x first. With
-        the rigid prior the field's poses are the graph's own rigid motion, held over the frame,
-        so the prediction is the field's learnt motion in the body frame."""
-        model = self.model
-        with self._autocast():
-            codes, seg.encoder = model.encode_motion(
-                x[:, None], torch.full((1, 1), t_now, device=self.device), state=seg.encoder)
-        seg.code = codes[:, -1].float()
-        poses = None
-        if model.rigid:
-            R, t = best_rigid_motion(seg.deformation.vertices, seg.deformation.warped)
-            pose = np.eye(4, dtype=np.float32)
-            pose[:3, :3], pose[:3, 3] = R, t
-            poses = FramePoses(torch.tensor([[seg.t_prev, max(t_now, seg.t_prev)]],
-                                            device=self.device),
-                               torch.from_numpy(np.stack([pose, pose])).to(self.device)[None])
-        moved = model.flow(seg.vertices, seg.t_prev, t_now, seg.code, self.config.solver,
-                           chunk_size=self._chunk, autocast_dtype=self.autocast, poses=poses)
-        return moved[0].float().cpu().numpy()
-
-    def _fit_graph(self, seg: _Segment, observed: np.ndarray, t_now: float,
-                   predicted: np.ndarray | None = None) -> None:
-        """Fit the segment's deformation graph to a frame (metres) at normalised time t_now: the
-        rigid stage bounded by what a body does in the time since the last frame; ``predicted``:
-        the motion prior's vertices (normalised)."""
-        d = self.config.deformation
-        dt = max(t_now - seg.t_prev, 0.0) * self.time_scale
-        camera = seg.norm.to_normalized(np.zeros((1, 3)))[0]
-        warped = seg.deformation.fit(
-            self._observed_normalized(observed, seg.norm), camera=camera, predicted=predicted,
-            max_rotation=d.max_angular_speed * dt, max_translation=d.max_speed * dt / seg.norm.scale,
-            dt=dt)
-        self._set_vertices(seg, warped)
-        seg.t_prev = t_now
-
-    def _set_vertices(self, seg: _Segment, vertices: np.ndarray) -> None:
-        """The segment's vertices (1, V, 3) float32 on the device, from the graph's (V, 3)."""
-        seg.vertices = torch.from_numpy(vertices.astype(np.float32)).to(self.device)[None]
 
     def _residuals(self, vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
                    ) -> tuple[float, float]:
@@ -704,11 +570,11 @@ class Tracker:
           hidden) to the nearest observed point. A mesh turned or slid away from the body shows the
           camera surface where nothing was seen, while the points may still lie near some of it."""
         clip = self.config.residual_clip
-        observed = _even_stride(observed, self.config.residual_points)
+        observed = even_stride(observed, self.config.residual_points)
         scene = MeshScene(vertices, faces)
         dist, _, _ = scene.closest_points(observed)
         residual = float(np.minimum(dist, clip).mean())
-        candidates = _even_stride(np.arange(len(vertices)), self.config.residual_points)
+        candidates = even_stride(np.arange(len(vertices)), self.config.residual_points)
         seen = vertices[scene.visible(candidates)]
         if not len(seen):
             return residual, clip
