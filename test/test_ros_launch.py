@@ -8,9 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
-import subprocess
-import time
 import uuid
 
 import pytest
@@ -20,6 +17,8 @@ from node_peer import FRAME_ID, save_ball_checkpoint, sphere_message, sweep_time
 from occflow_ros_msgs.msg import TrackedMesh
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
+
+from occflow_ros.apps.node_process import NodeProcess
 
 RELIABLE = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10,
                       reliability=QoSReliabilityPolicy.RELIABLE)
@@ -43,26 +42,16 @@ def ros2() -> str:
     pytest.skip(message)
 
 
-class Launched:
-    """A `ros2 launch` (or any) command in its own process group, its output in a log file: wait
-    until the node is ready, stream the sphere to it and collect its TrackedMesh messages, then
-    Ctrl-C it the way a terminal does (SIGINT to the whole group)."""
+class Launched(NodeProcess):
+    """A `ros2 launch` (or any) command in its own process group, its output in a log file (the
+    project's NodeProcess): wait until the node is ready, stream the sphere to it and collect its
+    TrackedMesh messages, then Ctrl-C it the way a terminal does (SIGINT to the whole group)."""
 
     def __init__(self, argv, log_path, *, cwd, env=None) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                         env=dict(env or os.environ), start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(log_path, command=argv, cwd=cwd, env=dict(env or os.environ), group=True)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "ready:" not in self.log() and self.proc.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "ready:" in self.log(), self.log()
+        super().wait_ready(timeout)
 
     def stream(self, make_node, spin_until, ns: str, topic: str, enough, timeout: float = 40.0):
         """Publish the sphere on ``topic`` at 30 Hz until ``enough(tracked)``; the TrackedMesh
@@ -83,13 +72,7 @@ class Launched:
         return tracked
 
     def interrupt(self, timeout: float = 15.0) -> int:
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        return self.stop(timeout)
 
 
 def fast_params(path):

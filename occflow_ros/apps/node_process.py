@@ -8,6 +8,7 @@ caller passes its own environment.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -51,24 +52,35 @@ class NodeProcess:
     params_file: ``--params-file`` (None: the node's built-in defaults); parameters: ``-p``
     overrides, typed as rclpy reads them (:func:`format_parameter`); ros_args: further arguments
     after ``--ros-args`` (remaps ``-r a:=b``, more ``-p``); env: the child's environment (default:
-    this process's with DDS kept local); cwd: its working directory.
+    this process's with DDS kept local); cwd: its working directory. command: another command line
+    that starts the node (``ros2 launch occflow_ros reconstruct.launch.py ...``) instead of the one
+    built from the arguments above; group: start it in a process group of its own, and signal the
+    whole group (what a terminal's Ctrl-C does to ``ros2 launch`` and the node it started).
     """
 
     def __init__(self, log_path: Path, *, params_file: Optional[Path] = None,
                  parameters: Optional[Mapping[str, Any]] = None, ros_args: Sequence[str] = (),
-                 env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> None:
+                 env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None,
+                 command: Optional[Sequence[str]] = None, group: bool = False) -> None:
         self.log_path = Path(log_path)
-        self.command = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args"]
-        if params_file is not None:
-            self.command += ["--params-file", str(params_file)]
-        for name, value in (parameters or {}).items():
-            self.command += ["-p", f"{name}:={format_parameter(value)}"]
-        self.command += list(ros_args)
+        self.group = bool(group)
+        if command is not None:
+            if params_file is not None or parameters or ros_args:
+                raise ValueError("NodeProcess: give a command or node arguments, not both")
+            self.command = [str(c) for c in command]
+        else:
+            self.command = [sys.executable, "-m", "occflow_ros.ros.node", "--ros-args"]
+            if params_file is not None:
+                self.command += ["--params-file", str(params_file)]
+            for name, value in (parameters or {}).items():
+                self.command += ["-p", f"{name}:={format_parameter(value)}"]
+            self.command += list(ros_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          env=dict(local_dds_environment() if env is None else env),
-                                         cwd=None if cwd is None else str(cwd))
+                                         cwd=None if cwd is None else str(cwd),
+                                         start_new_session=self.group)
 
     @property
     def pid(self) -> int:
@@ -109,8 +121,7 @@ class NodeProcess:
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGINT) -> int:
         """Send ``sig`` (Ctrl-C by default) and wait; returns the exit status. A node that does not
         exit within ``timeout`` seconds is killed and NodeProcessError raised."""
-        if self.alive():
-            self.proc.send_signal(sig)
+        self._signal(sig)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -121,5 +132,13 @@ class NodeProcess:
 
     def kill(self) -> None:
         if self.alive():
-            self.proc.kill()
+            self._signal(signal.SIGKILL)
             self.proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        if not self.alive():
+            return
+        if self.group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
