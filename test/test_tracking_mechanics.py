@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from analytic_models import ball_and_drift_model, sphere_model
 from occflow_ros.geometry import is_watertight
@@ -116,13 +117,16 @@ def test_ids_and_canonical_positions_persist_across_keyframes():
         seen |= set(key.vertex_ids.tolist())
 
 
-def test_a_background_keyframe_is_carried_to_the_present_and_takes_over_the_ids():
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_a_background_keyframe_is_carried_to_the_present_and_takes_over_the_ids(worker):
     """async_keyframes: the frame that is due a keyframe starts meshing in the background and is
     answered by the old mesh carried on; frames keep being tracked on the old segment until the new
     mesh is ready; the first frame after that gets the new mesh, brought from the keyframe's time to
-    the present (here the exact drift) and carrying the old mesh's ids. Whatever the thread timing."""
+    the present (here the exact drift) and carrying the old mesh's ids. Whatever the timing, in a
+    thread or in a process of its own."""
     rng = np.random.default_rng(12)
-    tracker = make_tracker(window=0.3, async_keyframes=True)
+    tracker = make_tracker(window=0.3, async_keyframes=True, keyframe_worker=worker)
+    assert tracker.keyframe_worker == worker
     stamps = [i / 30 for i in range(24)]
     meshes = []
     for k, t in enumerate(stamps):
@@ -151,6 +155,39 @@ def test_a_background_keyframe_is_carried_to_the_present_and_takes_over_the_ids(
     later = [m for m in meshes[1:] if not m.topology_changed]
     assert later and all(m.info["keyframe"] is False for m in later)
     tracker.close()
+
+
+def test_a_keyframe_process_builds_the_in_line_mesh_and_stops_when_cancelled():
+    """The process worker runs the tracker's own keyframe build on its own copy of the networks: the
+    same mesh as in line for the same input; a job cancelled in flight raises TrackingCancelled."""
+    from occflow_ros.tracking import TrackingCancelled
+    from occflow_ros.tracking.keyframe_process import KeyframeProcess
+
+    rng = np.random.default_rng(5)
+    tracker = make_tracker()
+    observed = sphere_frame(0.0, rng)
+    norm, x = tracker._keyframe_input(observed)
+    with torch.inference_mode():  # as Tracker.feed runs it
+        here = tracker._build(observed, 0.0, "test", norm, x)
+    worker = KeyframeProcess(tracker.model, tracker.config, tracker.margin)
+    try:
+        assert worker.started.result(timeout=120)
+        there = worker.submit(observed, 0.0, "test", norm, x).result(timeout=120)
+        assert there.faces.shape == here.faces.shape and (there.faces == here.faces).all()
+        np.testing.assert_allclose(there.vertices, here.vertices, atol=1e-5)
+        np.testing.assert_allclose(there.code.numpy(), here.code.numpy(), atol=1e-5)
+        heavy = make_tracker(meshing=MeshingConfig(resolution0=64, upsampling_steps=3))
+        slow = KeyframeProcess(heavy.model, heavy.config, heavy.margin)
+        try:
+            assert slow.started.result(timeout=120)
+            job = slow.submit(observed, 0.0, "test", norm, x)
+            slow.cancel.set()
+            with pytest.raises(TrackingCancelled, match="abandoned"):
+                job.result(timeout=120)
+        finally:
+            slow.close()
+    finally:
+        worker.close()
 
 
 def test_a_gap_or_a_reset_drops_the_background_keyframe_and_meshes_synchronously():

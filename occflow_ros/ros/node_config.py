@@ -23,6 +23,7 @@ from ..model import SOLVERS, ModelError, SolverConfig, shipped_model_path
 from ..model.checkpoint import SHIPPED_MODEL_FILE
 from ..model.device import PRECISIONS
 from ..tracking import DeformationConfig, MeshingConfig, TrackerConfig, TrackingError
+from ..tracking.config import KEYFRAME_WORKERS
 
 __all__ = [
     "DEFAULT_MODEL_FILE",
@@ -205,6 +206,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("tracker.async_keyframes", False, "mesh keyframes in a background thread while the old mesh is "
        "carried on, so no frame waits for meshing; for machines with a core or a GPU to spare (the "
        "bag replay always meshes in line, to be reproducible)"),
+    _P("tracker.keyframe_worker", "auto", "where background keyframes are meshed: process (a process "
+       "with its own networks, another core for real), thread, auto (process on the CPU, thread on "
+       "CUDA)", choices=KEYFRAME_WORKERS),
     _P("tracker.input_correspondences", True, "carry the observed points back to the keyframe time "
        "every frame (~/input_correspondences; one backward ODE solve per frame)"),
     _P("tracker.chunk_size", 10_000, "points per network batch / ODE solve", lo=1, hi=10_000_000),
@@ -463,7 +467,8 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             max_gap_seconds=v[t + "max_gap_seconds"], min_points=v[t + "min_points"],
             id_match_distance=v[t + "id_match_distance"],
             input_correspondences=v[t + "input_correspondences"],
-            async_keyframes=v[t + "async_keyframes"], solver=solver,
+            async_keyframes=v[t + "async_keyframes"],
+            keyframe_worker=v[t + "keyframe_worker"], solver=solver,
             correspondence_solver=correspondence_solver, chunk_size=v[t + "chunk_size"],
             seed=v[t + "seed"], meshing=meshing, preprocess=preprocess, deformation=deformation)
     except TrackingError as e:

@@ -125,6 +125,9 @@ class DeformationConfig:
         _num("deformation", "points", self.points, 3, 10_000_000, integer=True)
 
 
+KEYFRAME_WORKERS = ("auto", "process", "thread")
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """The streaming tracker's settings. Times in seconds, lengths in metres.
@@ -151,8 +154,11 @@ class TrackerConfig:
       distance (m), one-to-one, nearest pairs first; others get fresh ids.
     input_correspondences: carry the observed points back to the keyframe time every frame
       (per-input-point correspondences); costs one backward solve per frame.
-    async_keyframes: mesh keyframes in a background thread while the old mesh is carried on, so no
+    async_keyframes: mesh keyframes in the background while the old mesh is carried on, so no
       frame waits for meshing (see Tracker); results then depend on timing.
+    keyframe_worker: where background keyframes are meshed: "process" (a process of its own with
+      its own copy of the networks: another CPU core for real), "thread" (a thread: the networks
+      run on the GPU, the thread only feeds them), "auto" (process on the CPU, thread on CUDA).
     solver: integrates the vertices from one frame to the next.
     correspondence_solver: the backward solve of the observed points (coarser is fine).
     chunk_size: points per ODE solve. seed: subsampling of input points (reproducible runs).
@@ -169,6 +175,7 @@ class TrackerConfig:
     id_match_distance: float = 0.03
     input_correspondences: bool = True
     async_keyframes: bool = False
+    keyframe_worker: str = "auto"
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.1))
     correspondence_solver: SolverConfig = field(
         default_factory=lambda: SolverConfig("midpoint", step_size=0.25))
@@ -196,6 +203,9 @@ class TrackerConfig:
             raise TrackingError("tracker.input_correspondences must be true or false")
         if not isinstance(self.async_keyframes, bool):
             raise TrackingError("tracker.async_keyframes must be true or false")
+        if self.keyframe_worker not in KEYFRAME_WORKERS:
+            raise TrackingError(f"tracker.keyframe_worker must be one of {list(KEYFRAME_WORKERS)}, "
+                                f"got {self.keyframe_worker!r}")
         for name in ("solver", "correspondence_solver"):
             if not isinstance(getattr(self, name), SolverConfig):
                 raise TrackingError(f"tracker.{name} must be a SolverConfig")

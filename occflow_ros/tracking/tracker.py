@@ -169,6 +169,11 @@ class Tracker:
         self._hold_reason: str | None = None
         self._job: _KeyframeJob | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._process = None  # KeyframeProcess: background keyframes in a process of their own
+        if self.config.async_keyframes and self.keyframe_worker == "process":
+            from .keyframe_process import KeyframeProcess
+
+            self._process = KeyframeProcess(self.model, self.config, self.margin)
         self._keyframe_seconds = 0.0  # how long the last keyframe took to mesh (wall time)
         self.resets = 0
 
@@ -186,6 +191,15 @@ class Tracker:
         """What carries the mesh between keyframes: ``"graph"`` or ``"flow"``
         (``occflow_ros.tracking.carriers``)."""
         return carrier_name(self.config)
+
+    @property
+    def keyframe_worker(self) -> str:
+        """Where background keyframes are meshed: "process" or "thread" (``keyframe_worker``
+        "auto": a process on the CPU, a thread when the networks run on CUDA)."""
+        worker = self.config.keyframe_worker
+        if worker == "auto":
+            return "process" if self.device.type == "cpu" else "thread"
+        return worker
 
     @property
     def last(self) -> TrackedMesh | None:
@@ -475,6 +489,10 @@ class Tracker:
     # -- keyframes in the background (config.async_keyframes) --------------------------------------
     def _start_job(self, observed: np.ndarray, stamp: float, reason: str) -> None:
         norm, x = self._keyframe_input(observed)  # here: the generator is not thread-safe
+        if self._process is not None:
+            future = self._process.submit(observed, stamp, reason, norm, x)
+            self._job = _KeyframeJob(future, self._process.cancel, stamp)
+            return
         cancel = threading.Event()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="occflow-keyframe")
@@ -532,6 +550,9 @@ class Tracker:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def _track(self, observed: np.ndarray, stamp: float, info: dict) -> TrackedMesh:
         """A tracked frame: the segment's carrier moves the mesh to this frame's time; the mesh is
