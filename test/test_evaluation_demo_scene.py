@@ -54,6 +54,17 @@ def test_the_region_of_interest_holds_the_person_over_the_stream(scene):
         assert np.all(person >= lo) and np.all(person <= hi)
 
 
+def test_frames_rendered_to_disk_are_the_frames_rendered_in_memory(scene, tmp_path):
+    """render(store=...): the same stream (same seed), in memory-mapped files instead of memory."""
+    on_disk = DemoScene(scene.config)
+    on_disk.render(store=tmp_path)
+    assert isinstance(on_disk.depth_mm, np.memmap) and (tmp_path / "depth_mm.npy").is_file()
+    assert on_disk.rendered_bytes == on_disk.depth_mm.nbytes + on_disk.object_bits.nbytes
+    np.testing.assert_array_equal(on_disk.depth_mm, scene.depth_mm)
+    np.testing.assert_array_equal(on_disk.cloud(5), scene.cloud(5))
+    np.testing.assert_array_equal(on_disk.object_mask(5), scene.object_mask(5))
+
+
 def test_a_bad_setting_names_its_key():
     with pytest.raises(DemoSceneError, match="scene.motion must be one of"):
         SceneConfig(motion="moonwalk")

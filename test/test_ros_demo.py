@@ -20,6 +20,7 @@ import pytest
 from occflow_ros.cli import demo_main
 from occflow_ros.data.demo_scene import SceneConfig
 from occflow_ros.model import shipped_model_path
+import occflow_ros.apps.demo as demo_module
 from occflow_ros.apps.demo import DemoConfig, run_demo
 from occflow_ros.ros.outputs import output_topic
 
@@ -73,9 +74,19 @@ def demo(tmp_path_factory):
         parameters={"tracker.window_seconds": WINDOW_S, "tracker.residual_threshold": 0.0,
                     "diagnostics.period": 0.5},
         pictures=0, bag=False, startup_timeout=120.0)
-    result = run_demo(config, say=lines.append)
+    # every stream goes through the memory-mapped frame store here (a long stream's path: ~11 GB
+    # at 600 s would not fit in memory), so the run shows the store works end to end
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo_module, "IN_MEMORY_BYTES", 0)
+        result = run_demo(config, say=lines.append)
     result.lines = lines
     return result
+
+
+def test_a_long_stream_is_rendered_to_disk_not_memory_and_the_files_are_removed(demo):
+    said = [line for line in demo.lines if "memory-mapped" in line]
+    assert len(said) == 1 and str(demo.out_dir) in said[0], demo.lines
+    assert not list(demo.out_dir.glob(".frames-*")), "the frame store outlived the run"
 
 
 def context(result) -> str:

@@ -24,6 +24,8 @@ the node it starts.
 from __future__ import annotations
 
 import datetime
+import shutil
+import tempfile
 import os
 import time
 import dataclasses
@@ -436,9 +438,23 @@ def _summary_text(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A stream larger than this is rendered into memory-mapped files in the report directory (removed
+#: at the end of the run) instead of memory: 600 s at 640x480 is ~11 GB.
+IN_MEMORY_BYTES = 1 << 30
+
+
 def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoResult:
     """Run the demo (see the module docstring); returns its result. Raises DemoError with a message
     that names the problem (model missing, node failed to start or died, no output, unclean exit)."""
+    stores: List[Path] = []
+    try:
+        return _run_demo(config, say, stores)
+    finally:
+        for store in stores:  # the frames of a long stream, kept on disk during the run
+            shutil.rmtree(store, ignore_errors=True)
+
+
+def _run_demo(config: DemoConfig, say: Callable[[str], None], stores: List[Path]) -> DemoResult:
     model = Path(config.model)
     if not model.is_file():
         raise DemoError(f"no model at {model}: {MODEL_HINT}")
@@ -477,7 +493,13 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
                 last[0] = time.monotonic()
                 say(f"demo: rendered {done}/{total} frames")
 
-        scene.render(progress)
+        store = None
+        if scene.rendered_bytes > IN_MEMORY_BYTES:
+            store = Path(tempfile.mkdtemp(prefix=".frames-", dir=out_dir))
+            stores.append(store)
+            say(f"demo: {scene.rendered_bytes / 2**30:.1f} GB of frames go to {store} (memory-"
+                "mapped; removed at the end), not into memory")
+        scene.render(progress, store=store)
         say(f"demo: rendered in {scene.render_seconds:.1f} s; waiting for the node")
         try:
             node.wait_ready(config.startup_timeout)

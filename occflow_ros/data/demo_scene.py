@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -118,14 +119,36 @@ class DemoScene:
         self.object_bits = np.zeros((0, (h * w + 7) // 8), np.uint8)
         self.render_seconds = 0.0
 
-    def render(self, progress: Optional[Callable[[int, int], None]] = None) -> None:
-        """Render the whole stream (``progress(done, total)`` after each frame)."""
+    @property
+    def frame_count(self) -> int:
+        """How many frames :meth:`render` makes."""
+        return int(np.floor(self.config.seconds * self.config.fps + 1e-9)) + 1
+
+    @property
+    def rendered_bytes(self) -> int:
+        """What the rendered stream holds: a uint16 depth image and a bit mask per frame."""
+        h, w = self.config.height, self.config.width
+        return self.frame_count * (2 * h * w + (h * w + 7) // 8)
+
+    def render(self, progress: Optional[Callable[[int, int], None]] = None, *,
+               store: Optional[Path] = None) -> None:
+        """Render the whole stream (``progress(done, total)`` after each frame). store: a directory
+        to keep the frames in, as memory-mapped files (``depth_mm.npy``, ``object_bits.npy``), so
+        that a long stream (600 s at 640x480 is ~11 GB) is not held in memory; None: in memory."""
         config = self.config
         started = time.perf_counter()
-        n = int(np.floor(config.seconds * config.fps + 1e-9)) + 1
+        n = self.frame_count
         h, w = config.height, config.width
-        depth_mm = np.zeros((n, h, w), np.uint16)
-        object_bits = np.zeros((n, (h * w + 7) // 8), np.uint8)
+        if store is None:
+            depth_mm = np.zeros((n, h, w), np.uint16)
+            object_bits = np.zeros((n, (h * w + 7) // 8), np.uint8)
+        else:
+            store = Path(store)
+            store.mkdir(parents=True, exist_ok=True)
+            depth_mm = np.lib.format.open_memmap(store / "depth_mm.npy", mode="w+",
+                                                 dtype=np.uint16, shape=(n, h, w))
+            object_bits = np.lib.format.open_memmap(store / "object_bits.npy", mode="w+",
+                                                    dtype=np.uint8, shape=(n, (h * w + 7) // 8))
         times = np.zeros(n)
         k = 0
         for frame in stream(self.shape, self.camera, fps=config.fps, duration=config.seconds,
