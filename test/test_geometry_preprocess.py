@@ -88,7 +88,7 @@ def test_plane_removal_removes_the_floor_under_an_object_and_keeps_the_object():
     assert as_set(result.points) == as_set(obj)
     normal, d = result.plane[:3], result.plane[3]
     assert abs(abs(normal[1]) - 1) < 1e-3 and abs(abs(d) - 0.8) < 2e-3
-    assert result.counts.plane == len(obj) < result.counts.voxel == len(points)
+    assert result.counts.voxel == result.counts.plane == len(obj) < result.counts.roi == len(points)
 
 
 def test_a_plane_hint_that_still_holds_is_removed_without_ransac_and_a_stale_one_is_not_used(
