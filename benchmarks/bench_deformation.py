@@ -15,7 +15,6 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from occflow_ros.data import MotionRanges
 from occflow_ros.data.synthetic import SyntheticConfig, synthetic_records
@@ -45,7 +44,9 @@ def main() -> None:
     parser.add_argument("--vertices", type=int, default=2000)
     parser.add_argument("--points", type=int, default=1000)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    from occflow_ros.model import limit_cpu_threads
+
+    limit_cpu_threads(1)  # torch and BLAS, as the node does
     fits, rigid = [], []
     for (v, f), frames, camera in windows(args.windows, args.vertices):
         graph = DeformationGraph(v, f)
