@@ -27,6 +27,7 @@ from ..tracking.config import KEYFRAME_WORKERS
 
 __all__ = [
     "DEFAULT_MODEL_FILE",
+    "NODE_NAME",
     "INPUT_QOS",
     "INPUT_TYPES",
     "CLUSTER_MODES",
@@ -48,6 +49,9 @@ __all__ = [
     "tracker_config_from_parameters",
     "unknown_parameters_message",
 ]
+
+#: The node's name (its topics are ~/<output> under it, its parameters file section /<name>).
+NODE_NAME = "occflow_reconstruct"
 
 DEFAULT_MODEL_FILE = SHIPPED_MODEL_FILE
 INPUT_QOS = ("sensor_data", "reliable")

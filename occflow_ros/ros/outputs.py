@@ -12,6 +12,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from .node_config import NODE_NAME
 from .conversions import (
     ColorBox,
     to_correspondence_cloud,
@@ -33,7 +34,6 @@ __all__ = [
     "output_topic",
 ]
 
-NODE_NAME = "occflow_reconstruct"
 
 
 @dataclass(frozen=True)

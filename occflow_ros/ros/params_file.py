@@ -8,8 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from .node_config import NodeConfigError
-from .outputs import NODE_NAME
+from .node_config import NODE_NAME, NodeConfigError
 
 __all__ = ["load_params_file", "flatten_parameters", "parse_parameter_value", "ros_yaml_load",
            "shipped_config"]
