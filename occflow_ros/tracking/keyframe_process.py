@@ -28,7 +28,6 @@ _CHILD: Dict[str, Any] = {}  # in the child process: the tracker that builds, th
 
 def _start_child(model_config: dict, state: dict, tracker_config: Any, margin: float,
                  cancel: Any, threads: int) -> None:
-    from ..geometry import Normalization  # noqa: F401  (unpickling the jobs needs it)
     from ..model import ModelConfig, OccupancyFlow, limit_cpu_threads
     from .tracker import Tracker
 

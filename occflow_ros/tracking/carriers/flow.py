@@ -4,6 +4,7 @@ frames' ICP poses carry the body and the field the rest)."""
 
 from __future__ import annotations
 
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -75,8 +76,6 @@ class FlowCarrier(Carrier):
         return out
 
     def carry(self, frame: Frame) -> np.ndarray:
-        import time
-
         t0 = time.perf_counter()
         self.encode(frame.x[:, None], [frame.t])
         if self.ctx.model.rigid:
