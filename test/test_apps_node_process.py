@@ -11,10 +11,7 @@ import pytest
 from conftest import REPO
 
 from occflow_ros.apps.node_process import NodeProcess, NodeProcessError, format_parameter
-from occflow_ros.ros.dds import CHECKOUT_PROFILE, local_dds_environment
-
-DDS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
-       "RMW_IMPLEMENTATION")
+from occflow_ros.ros.dds import CHECKOUT_PROFILE, DDS_VARIABLES as DDS, local_dds_environment
 
 
 def test_dds_settings_fill_what_the_caller_left_unset_and_keep_the_rest():

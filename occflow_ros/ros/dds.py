@@ -20,7 +20,11 @@ import sys
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
-__all__ = ["CHECKOUT_PROFILE", "local_dds_environment", "keep_dds_local"]
+__all__ = ["CHECKOUT_PROFILE", "DDS_VARIABLES", "local_dds_environment", "keep_dds_local"]
+
+#: The environment variables this module sets.
+DDS_VARIABLES = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
+                 "RMW_IMPLEMENTATION")
 
 #: The Fast DDS profile in a source checkout (the installed one: ``shipped_config("fastdds_shm.xml")``).
 CHECKOUT_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"
@@ -47,10 +51,9 @@ def keep_dds_local(profile: Optional[Path] = None) -> Dict[str, str]:
     """:func:`local_dds_environment` applied to this process's environment (before rclpy creates a
     context, which is when these are read); returns the DDS settings now in force."""
     env = local_dds_environment(profile=profile)
-    names = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
-             "RMW_IMPLEMENTATION")
-    os.environ.update({k: env[k] for k in names if k in env})
-    return {k: env[k] for k in names if k in env}
+    settings = {k: env[k] for k in DDS_VARIABLES if k in env}
+    os.environ.update(settings)
+    return settings
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -58,12 +61,9 @@ def main(argv: Optional[list] = None) -> int:
     if args != ["--shell"]:
         print("usage: python occflow_ros/ros/dds.py --shell", file=sys.stderr)
         return 2
-    fresh = {k: v for k, v in os.environ.items() if k not in (
-        "ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
-        "RMW_IMPLEMENTATION")}
+    fresh = {k: v for k, v in os.environ.items() if k not in DDS_VARIABLES}
     env = local_dds_environment(fresh)
-    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
-                 "RMW_IMPLEMENTATION"):
+    for name in DDS_VARIABLES:
         if name in env:
             print(f"export {name}={shlex.quote(env[name])}")
     return 0

@@ -377,9 +377,7 @@ class Tracker:
         return norm, self._model_input(observed, norm)
 
     def _autocast(self):
-        if self.autocast is None:
-            return torch.autocast(device_type=self.device.type, enabled=False)
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+        return self._ctx.autocast()  # the carriers' own: one place decides the precision
 
     def _build(self, observed: np.ndarray, stamp: float, reason: str, norm: Normalization,
                x: torch.Tensor, should_stop: Optional[Callable[[], bool]] = None) -> _KeyframeBuild:
