@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["ModelError", "ModelConfig", "SolverConfig", "SOLVERS"]
+__all__ = ["ModelError", "ModelConfig", "SolverConfig", "SOLVERS", "SHAPE_ENCODERS"]
 
 
 class ModelError(ValueError):
@@ -65,6 +65,16 @@ class ModelConfig:
     # keyframe-aligned body frame. False: the paper's field, which on this project's partial
     # single-view clouds learnt little more than the body's mean translation (docs/training.md).
     velocity_rigid: bool = False
+    # The keyframe's shape network. "global": the paper's, one shape code from a point-set encoder
+    # (FiLM-conditioned decoder, plus the local cue above). "planes": a convolutional occupancy
+    # network (occflow_ros.model.planes): the points written into three feature planes of
+    # plane_resolution^2 cells with plane_channels features, a 2D U-Net, features sampled at each
+    # query; it keeps thin parts a global code loses (docs/training.md).
+    shape_encoder: str = "global"
+    plane_resolution: int = 32
+    plane_channels: int = 32
+    # points of the keyframe the shape network reads (0: input_points, as the motion encoder)
+    shape_points: int = 0
     input_points: int = 512  # points per frame the model was trained on (encoders accept any count)
     window_seconds: float = 1.0  # seconds of stream that map to normalised time [0, 1]
 
@@ -79,7 +89,18 @@ class ModelConfig:
         if not isinstance(self.velocity_rigid, bool):
             raise ModelError(f"velocity_rigid must be true or false, got {self.velocity_rigid!r}")
         _check_int("input_points", self.input_points, 1, 1_000_000)
+        if self.shape_encoder not in SHAPE_ENCODERS:
+            raise ModelError(f"shape_encoder must be one of {list(SHAPE_ENCODERS)}, "
+                             f"got {self.shape_encoder!r}")
+        _check_int("plane_resolution", self.plane_resolution, 4, 512)
+        _check_int("plane_channels", self.plane_channels, 1, 1024)
+        _check_int("shape_points", self.shape_points, 0, 1_000_000)
         _check_float("window_seconds", self.window_seconds, 0.0, 3600.0, lo_open=True)
+
+    @property
+    def keyframe_points(self) -> int:
+        """Points of the keyframe the shape network reads."""
+        return self.shape_points or self.input_points
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +111,7 @@ class ModelConfig:
 
 
 SOLVERS = ("euler", "midpoint", "rk4", "dopri5")
+SHAPE_ENCODERS = ("global", "planes")
 
 
 @dataclass(frozen=True)

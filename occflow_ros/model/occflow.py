@@ -11,6 +11,7 @@ from .config import ModelConfig, ModelError, SolverConfig
 from .decoders import Conditioning, OccupancyDecoder, VelocityField
 from .encoders import EncoderState, SpatialEncoder, SpatioTemporalEncoder
 from .flow import integrate
+from .planes import PlaneDecoder, PlaneEncoder
 from .rigid import FramePoses
 
 __all__ = ["OccupancyFlow"]
@@ -28,16 +29,26 @@ class OccupancyFlow(nn.Module):
         self.config = config or ModelConfig()
         c = self.config
         k = c.fourier_octaves
-        self.spatial_encoder = SpatialEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
+        self.spatial_encoder: nn.Module
+        self.decoder: nn.Module
+        if c.shape_encoder == "planes":
+            # its per-point MLP runs on thousands of points: twice the planes' width, not
+            # encoder_hidden (the motion encoder's, which reads a few hundred)
+            self.spatial_encoder = PlaneEncoder(2 * c.plane_channels, c.plane_channels,
+                                                c.plane_resolution, k)
+            self.decoder = PlaneDecoder(c.plane_channels, c.decoder_hidden, c.decoder_blocks, k)
+        else:
+            self.spatial_encoder = SpatialEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
+            self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k,
+                                            c.local_neighbors, c.local_hidden)
         self.temporal_encoder = SpatioTemporalEncoder(c.encoder_hidden, c.c_dim, c.encoder_blocks, k)
-        self.decoder = OccupancyDecoder(c.c_dim, c.decoder_hidden, c.decoder_blocks, k,
-                                        c.local_neighbors, c.local_hidden)
         self.velocity = VelocityField(c.c_dim, c.velocity_hidden, c.velocity_blocks, k,
                                       c.velocity_rigid)
 
     # -- codes -------------------------------------------------------------------------------------
     def encode_shape(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Shape code c_s (B, C) of the keyframe's points (B, N, 3) [mask (B, N)]."""
+        """Shape code c_s of the keyframe's points (B, N, 3) [mask (B, N)]: (B, C) for the global
+        shape network, feature planes (B, 3, C, R, R) for "planes" (``config.shape_encoder``)."""
         return self.spatial_encoder(points, mask)
 
     def encode_motion(self, points: torch.Tensor, times: torch.Tensor,

@@ -154,6 +154,9 @@ class Tracker:
         self.time_scale = float(model.config.window_seconds)
         self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
         self.input_points = model.config.input_points
+        # a keyframe's draw: the shape network may read more points than the motion encoder (the
+        # first input_points of the draw are the motion encoder's)
+        self.keyframe_points = max(model.config.keyframe_points, self.input_points)
         self._rng = np.random.default_rng(self.config.seed)
         self._plane = None  # the last frame's removed plane (preprocess's plane_hint)
         # what every segment's carrier shares; its chunk shrinks if the GPU runs out of memory
@@ -365,16 +368,19 @@ class Tracker:
             return f"gap of {gap:.3f} s between frames", True
         return None, False
 
-    def _model_input(self, observed: np.ndarray, norm: Normalization) -> torch.Tensor:
-        n = self.input_points
+    def _model_input(self, observed: np.ndarray, norm: Normalization,
+                     n: int | None = None) -> torch.Tensor:
+        n = n or self.input_points
         idx = self._rng.choice(len(observed), size=n, replace=len(observed) < n)
         x = norm.to_normalized(observed[idx])
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)[None]
 
     def _keyframe_input(self, observed: np.ndarray) -> tuple[Normalization, torch.Tensor]:
-        """A keyframe's normalisation (fitted to its points) and the model's input points in it."""
+        """A keyframe's normalisation (fitted to its points) and the model's input points in it
+        (``keyframe_points`` of them: the shape network's; the first ``input_points`` are the
+        motion encoder's)."""
         norm = fit_normalization(observed, padding=self.margin)
-        return norm, self._model_input(observed, norm)
+        return norm, self._model_input(observed, norm, self.keyframe_points)
 
     def _autocast(self):
         return self._ctx.autocast()  # the carriers' own: one place decides the precision
@@ -390,8 +396,9 @@ class Tracker:
         t0 = time.perf_counter()
         cfg = self.config.meshing
         model = self.model
+        x_shape, x = x, x[:, :self.input_points]
         with self._autocast():
-            c_s = model.encode_shape(x)
+            c_s = model.encode_shape(x_shape)
             codes, encoder = model.encode_motion(x[:, None], torch.zeros(1, 1, device=self.device))
             cond = model.decoder.condition(c_s)
 
