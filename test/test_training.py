@@ -259,3 +259,40 @@ def test_fine_tuning_can_add_the_rigid_prior_and_train_only_the_motion(shards, t
     with pytest.raises(TrainError, match="velocity_rigid True there, False here"):
         train(config(shards, tmp_path / "less", init_from=str(tmp_path / "rigid" / "last.pt")),
               progress=False)
+
+
+def test_a_shape_run_trains_new_shape_networks_and_keeps_the_motion(shards, tmp_path):
+    """objective 'shape' (the keyframe's occupancy alone) with feature-plane shape networks of
+    another design than init_from's: the motion networks load from the checkpoint and stay as
+    they were, the shape networks start afresh and train, from shape_points keyframe points."""
+    start = tmp_path / "base"
+    train(config(shards, start, steps=2, val_every=2), progress=False)
+    before = load_checkpoint(start / "last.pt").model.state_dict()
+    planes = ModelConfig(**{**TINY.to_dict(), "shape_encoder": "planes", "plane_resolution": 8,
+                            "plane_channels": 4, "shape_points": 200, "local_neighbors": 0})
+    sampling = WindowSampling(**{**SAMPLING.__dict__, "shape_points": 200})
+    sample = WindowDataset(load_records([str(shards / "train")]), sampling)[0]
+    assert sample["shape_inputs"].shape == (200, 3) and sample["inputs"].shape[1] == 64
+    result = train(config(shards, tmp_path / "shape", steps=3, val_every=3, model=planes,
+                          sampling=sampling, objective="shape", init_from=str(start / "last.pt")),
+                   progress=False)
+    assert set(result["validation"]) == {"iou0", "loss"}
+    after = load_checkpoint(tmp_path / "shape" / "last.pt").model
+    assert after.config.shape_encoder == "planes"
+    weights = after.state_dict()
+    for name in before:
+        if name.startswith(("temporal_encoder.", "velocity.")):
+            assert torch.equal(before[name], weights[name]), name
+    fresh = OccupancyFlow(planes).state_dict()
+    assert any(not torch.equal(fresh[k], weights[k]) for k in weights
+               if k.startswith("spatial_encoder.")), "the shape networks did not train"
+    with pytest.raises(TrainError, match="objective 'shape' trains only"):
+        config(shards, tmp_path / "x", objective="shape", trainable=["velocity"])
+    with pytest.raises(TrainError, match="objective must be one of"):
+        config(shards, tmp_path / "x", objective="motion")
+    with pytest.raises(TrainError, match=r"model.shape_points \(200\) must equal"):
+        config(shards, tmp_path / "x", model=planes)
+    # without trainable shape networks, another shape design is still refused
+    with pytest.raises(TrainError, match="shape_encoder 'global' there, 'planes' here"):
+        train(config(shards, tmp_path / "y", model=planes, sampling=sampling,
+                     init_from=str(start / "last.pt")), progress=False)

@@ -25,6 +25,8 @@ class WindowSampling:
     window_seconds: seconds that map to normalised time 1. margin: the ``padding`` of
       ``occflow_ros.geometry.fit_normalization``: the keyframe points' longest bounding-box side spans
       1 - margin of the unit cube, leaving room for the unseen back and for motion in the window.
+    shape_points: points of the keyframe given to the shape network (samples get ``shape_inputs``);
+      0: the shape network reads the keyframe's ``input_points`` (``inputs[0]``).
     """
 
     input_points: int = 512
@@ -34,10 +36,13 @@ class WindowSampling:
     corr_points: int = 512
     window_seconds: float = 1.0
     margin: float = 0.15
+    shape_points: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.input_points <= 100_000:
             raise DataError(f"input_points must be in [1, 100000], got {self.input_points}")
+        if not 0 <= self.shape_points <= 100_000:
+            raise DataError(f"shape_points must be in [0, 100000], got {self.shape_points}")
         if not 2 <= self.min_frames <= self.max_frames <= 256:
             raise DataError(f"need 2 <= min_frames <= max_frames <= 256, got "
                             f"{self.min_frames}, {self.max_frames}")
@@ -66,7 +71,8 @@ class WindowDataset(torch.utils.data.Dataset):
       corr0 (C, 3), corrt (C, 3), has_corr () bool, scale () float32 metres per normalised unit,
       corr_times (K,), corr_targets (K, C, 3), corr_mask (K,) bool: the correspondences at every
       ground-truth time up to the target (K = ground-truth frames after the keyframe; masked
-      entries are padding).
+      entries are padding). With ``sampling.shape_points`` also shape_inputs (N_s, 3): the
+      keyframe's points for the shape network.
       With poses=True also poses (T, 4, 4) float32: each input frame's rigid pose relative to the
       keyframe, by ICP of the input points (``occflow_ros.geometry.frame_poses``), for a velocity
       field with the rigid prior.
@@ -131,6 +137,11 @@ class WindowDataset(torch.utils.data.Dataset):
             pts = record.frame_points[f]
             idx = rng.choice(len(pts), size=s.input_points, replace=len(pts) < s.input_points)
             inputs[j] = norm.to_normalized(pts[idx])
+        shape_inputs = None
+        if s.shape_points:
+            pts = record.frame_points[0]
+            idx = rng.choice(len(pts), size=s.shape_points, replace=len(pts) < s.shape_points)
+            shape_inputs = norm.to_normalized(pts[idx]).astype(np.float32)
         times = (record.frame_times[frames] / s.window_seconds).astype(np.float32)
         t = np.float32(record.frame_times[g_frame] / s.window_seconds)
 
@@ -150,6 +161,8 @@ class WindowDataset(torch.utils.data.Dataset):
             "k": np.int64(len(frames) - 1),  # the code of the window ending at the target
             "scale": np.float32(norm.scale),
         }
+        if shape_inputs is not None:
+            out["shape_inputs"] = shape_inputs
         if self.poses:
             from ..geometry import frame_poses
 

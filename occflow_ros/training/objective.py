@@ -22,21 +22,31 @@ class Objective(nn.Module):
       ground-truth time up to t in one solve, mean Euclidean distance to where those material
       points really are (three times the supervision of the target time alone, for one solve).
     The returned "corr" is the correspondence error at t (the window's end for validation).
+    shape_only: the first term alone (the shape networks' training); returns loss, occ0, iou0.
+    The shape network reads the batch's ``shape_inputs`` where it has them (more points than the
+    motion encoder's ``inputs``), else the keyframe's ``inputs``.
     Wrapping the whole computation in one module's forward is what lets DistributedDataParallel see
     every parameter use.
     """
 
-    def __init__(self, model: OccupancyFlow, solver: SolverConfig, corr_weight: float = 1.0) -> None:
+    def __init__(self, model: OccupancyFlow, solver: SolverConfig, corr_weight: float = 1.0,
+                 shape_only: bool = False) -> None:
         super().__init__()
         self.model = model
         self.solver = solver
         self.corr_weight = corr_weight
+        self.shape_only = shape_only
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         model = self.model
         inputs, times, frame_mask = batch["inputs"], batch["times"], batch["frame_mask"]
         b = inputs.shape[0]
-        c_s = model.encode_shape(inputs[:, 0])
+        c_s = model.encode_shape(batch["shape_inputs"] if "shape_inputs" in batch else inputs[:, 0])
+        if self.shape_only:  # the keyframe's occupancy alone: no motion, no flow
+            logits0 = model.occupancy_logits(batch["occ0_points"], c_s, context=inputs[:, 0])
+            loss0 = F.binary_cross_entropy_with_logits(logits0, batch["occ0"])
+            return {"loss": loss0, "occ0": loss0.detach(),
+                    "iou0": iou(logits0.detach(), batch["occ0"])}
         codes, _ = model.encode_motion(inputs, times, frame_mask=frame_mask)
         c_t = codes[torch.arange(b, device=inputs.device), batch["k"]]
         t = batch["t"]

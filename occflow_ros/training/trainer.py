@@ -34,6 +34,12 @@ __all__ = ["TrainError", "TrainConfig", "train"]
 
 
 NETWORKS = ("spatial_encoder", "decoder", "temporal_encoder", "velocity")
+SHAPE_NETWORKS = ("spatial_encoder", "decoder")
+OBJECTIVES = ("full", "shape")
+# model settings that only size the shape networks: a run that trains those afresh may differ
+# from its init_from checkpoint in them (the motion networks still load from it)
+_SHAPE_KEYS = ("shape_encoder", "plane_resolution", "plane_channels", "shape_points",
+               "decoder_hidden", "decoder_blocks", "local_neighbors", "local_hidden")
 
 
 class TrainError(ValueError):
@@ -68,6 +74,10 @@ class TrainConfig:
     # The networks this run trains (names of OccupancyFlow's parts: spatial_encoder, decoder,
     # temporal_encoder, velocity); the others keep the weights they start with. None: all.
     trainable: list[str] | None = None
+    # "full": the paper's objective (keyframe occupancy, occupancy through the backward flow,
+    # correspondences). "shape": the keyframe's occupancy alone, for training the shape networks
+    # (trainable defaults to them; the motion networks keep init_from's weights).
+    objective: str = "full"
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.2))
     sampling: WindowSampling = field(default_factory=WindowSampling)
@@ -95,6 +105,18 @@ class TrainConfig:
             raise TrainError("model.window_seconds must equal sampling.window_seconds")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise TrainError(f"init_from must be a checkpoint path, got {self.init_from!r}")
+        if self.objective not in OBJECTIVES:
+            raise TrainError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
+        if self.model.shape_points != self.sampling.shape_points:
+            raise TrainError(f"model.shape_points ({self.model.shape_points}) must equal "
+                             f"sampling.shape_points ({self.sampling.shape_points})")
+        if self.objective == "shape":
+            if self.trainable is None:
+                self.trainable = list(SHAPE_NETWORKS)
+            elif not isinstance(self.trainable, (list, tuple)) or \
+                    set(self.trainable) - set(SHAPE_NETWORKS):
+                raise TrainError(f"objective 'shape' trains only {list(SHAPE_NETWORKS)}, "
+                                 f"got trainable {self.trainable!r}")
         if self.trainable is not None:
             bad = [n for n in self.trainable if n not in NETWORKS] if isinstance(
                 self.trainable, (list, tuple)) else [self.trainable]
@@ -160,9 +182,11 @@ def validate(objective: Objective, loader: torch.utils.data.DataLoader,
         batch = _to(batch, device)
         out = objective(batch)
         n = batch["inputs"].shape[0]
-        corr_m = float(out["corr"]) * float(batch["scale"].mean())
-        for key, value in (("iou0", out["iou0"]), ("iout", out["iout"]), ("corr_l2", out["corr"]),
-                           ("corr_l2_m", corr_m), ("loss", out["loss"])):
+        values = {"iou0": out["iou0"], "loss": out["loss"]}
+        if "corr" in out:
+            values.update(iout=out["iout"], corr_l2=out["corr"],
+                          corr_l2_m=float(out["corr"]) * float(batch["scale"].mean()))
+        for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + float(value) * n
         count += n
     objective.train()
@@ -170,12 +194,17 @@ def validate(objective: Objective, loader: torch.utils.data.DataLoader,
 
 
 def _val_text(m: Mapping[str, float]) -> str:
+    if "iout" not in m:  # the shape objective
+        return f"val IoU@0 {m['iou0']:.3f}  loss {m['loss']:.4f}"
     return (f"val IoU@0 {m['iou0']:.3f}  IoU@end {m['iout']:.3f}  corr L2 {m['corr_l2']:.4f} "
             f"({m['corr_l2_m'] * 100:.1f} cm)")
 
 
 def _score(metrics: Mapping[str, float]) -> float:
-    """Higher is better: IoU at the window's end, then correspondence error as a tie-breaker."""
+    """Higher is better: IoU at the window's end, then correspondence error as a tie-breaker (the
+    shape objective: IoU at the keyframe)."""
+    if "iout" not in metrics:
+        return metrics["iou0"]
     return metrics["iout"] - metrics["corr_l2"]
 
 
@@ -184,31 +213,47 @@ _WEIGHTLESS = ("input_points", "window_seconds")
 
 
 def _initial_weights(cfg: TrainConfig, device: torch.device
-                     ) -> tuple[dict[str, torch.Tensor], bool]:
+                     ) -> tuple[dict[str, torch.Tensor], bool, bool]:
     """The state dict of ``cfg.init_from``, after checking its networks have ``cfg.model``'s sizes,
-    and whether this run adds the rigid prior to it."""
+    whether this run adds the rigid prior to it, and whether the shape networks start afresh
+    (this run trains them and sizes them differently)."""
     try:
         ckpt = load_checkpoint(cfg.init_from, map_location=device)
     except CheckpointError as e:
         raise TrainError(f"init_from: {e}") from None
     mine, theirs = cfg.model.to_dict(), ckpt.model.config.to_dict()
     # the rigid prior adds no weight: a checkpoint without it can start a run with it
+    theirs = {k: theirs.get(k, v) for k, v in mine.items()}
     adds_rigid = mine["velocity_rigid"] and not theirs["velocity_rigid"]
+    trains_shape = cfg.trainable is not None and set(SHAPE_NETWORKS) <= set(cfg.trainable)
+    fresh_shape = trains_shape and any(mine[k] != theirs[k] for k in _SHAPE_KEYS)
     differ = [f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in mine
               if k not in _WEIGHTLESS and mine[k] != theirs[k]
-              and not (adds_rigid and k == "velocity_rigid")]
+              and not (adds_rigid and k == "velocity_rigid")
+              and not (fresh_shape and k in _SHAPE_KEYS)]
     if differ:
         raise TrainError(f"init_from {cfg.init_from}: its networks differ from this run's model "
                          f"config ({'; '.join(differ)}); set model to the checkpoint's sizes")
-    return ckpt.model.state_dict(), adds_rigid
+    return ckpt.model.state_dict(), adds_rigid, fresh_shape
 
 
-def _load_initial(model: OccupancyFlow, state: dict[str, torch.Tensor], rigid_added: bool) -> None:
+def _load_initial(model: OccupancyFlow, state: dict[str, torch.Tensor], rigid_added: bool,
+                  fresh_shape: bool = False) -> None:
     """Load init_from's weights. rigid_added (the checkpoint's field had no rigid prior, this one
     has): the field's last layer restarts at zero, so the run starts from the rigid poses alone;
     the old field had learnt the body's mean translation, which the poses now carry, and kept it
-    would move the body twice."""
-    model.load_state_dict(state)
+    would move the body twice. fresh_shape: the shape networks keep their initial weights (another
+    design or size than the checkpoint's); only the motion networks load."""
+    if fresh_shape:
+        prefixes = tuple(f"{name}." for name in SHAPE_NETWORKS)
+        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith(prefixes) for k in missing):
+            raise TrainError(f"init_from: the motion networks do not match (missing "
+                             f"{[k for k in missing if not k.startswith(prefixes)]}, unexpected "
+                             f"{unexpected})")
+    else:
+        model.load_state_dict(state)
     if rigid_added:
         with torch.no_grad():
             model.velocity.fc_out.weight.zero_()
@@ -250,7 +295,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = OccupancyFlow(cfg.model).to(device)
-    objective = Objective(model, cfg.solver, cfg.corr_weight).to(device)
+    objective = Objective(model, cfg.solver, cfg.corr_weight,
+                          shape_only=cfg.objective == "shape").to(device)
     if cfg.trainable is not None:
         for name in NETWORKS:
             getattr(model, name).requires_grad_(name in cfg.trainable)
@@ -273,7 +319,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
         runner = DistributedDataParallel(objective, device_ids=[device.index]
                                          if device.type == "cuda" else None)
 
-    poses = cfg.model.velocity_rigid  # the rigid prior reads each frame's ICP pose
+    # the rigid prior reads each frame's ICP pose (the shape objective has no motion)
+    poses = cfg.model.velocity_rigid and cfg.objective == "full"
     train_set = WindowDataset(load_records(cfg.train_data), cfg.sampling, seed=cfg.seed,
                               train=True, length=10**12, poses=poses)
     val_records = load_records(cfg.val_data)[: cfg.val_windows]
@@ -327,8 +374,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
             entry = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                      "elapsed_s": time.monotonic() - started,
                      **{k: float(v.detach()) for k, v in out_losses.items()}}
-            bar.set_postfix(loss=f"{entry['loss']:.3f}", iou_t=f"{entry['iout']:.2f}",
-                            corr=f"{entry['corr']:.4f}")
+            if "iout" in entry:
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", iou_t=f"{entry['iout']:.2f}",
+                                corr=f"{entry['corr']:.4f}")
+            else:
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", iou_0=f"{entry['iou0']:.2f}")
             log(entry)
         if step % cfg.val_every == 0 or step == cfg.steps or step == stop_at:
             if rank == 0:
