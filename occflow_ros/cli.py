@@ -84,6 +84,12 @@ def _make_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                         help="motion amplitude range (training: 0.5 1.0; unseen: 1.0 1.2)")
     parser.add_argument("--width", type=int, default=320, help="simulated camera width (pixels)")
     parser.add_argument("--height", type=int, default=240, help="simulated camera height (pixels)")
+    parser.add_argument("--frame-points", type=int, default=1024,
+                        help="points stored per frame at most (shape training: 4096)")
+    parser.add_argument("--window-seconds", type=float, default=1.0,
+                        help="length of each window (shape training needs only the keyframe: 0.1)")
+    parser.add_argument("--gt-frames", type=int, default=4,
+                        help="ground-truth times per window (occupancy and correspondences)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -91,7 +97,8 @@ def _make_dataset_run(args: argparse.Namespace) -> int:
     from .data import DataError, MotionRanges
     from .data.synthetic import SyntheticConfig, write_synthetic_shards
     try:
-        kwargs = {"width": args.width, "height": args.height}
+        kwargs = {"width": args.width, "height": args.height, "frame_points": args.frame_points,
+                  "window_seconds": args.window_seconds, "gt_frames": args.gt_frames}
         if args.families:
             kwargs["families"] = tuple(args.families)
             kwargs["family_weights"] = None
@@ -198,6 +205,12 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
                      "(the paper: 100000; 0: the records' own 2048)")
     syn.add_argument("--width", type=int, default=320)
     syn.add_argument("--height", type=int, default=240)
+    for name in ("synthetic", "dfaust"):
+        sources[name].add_argument(
+            "--frame-points", type=int, default=4096,
+            help="points kept per frame at most (a person seen at 320x240 gives 1-4k; the node "
+            "gives its keyframes thousands). Until 2026-12-03 this was 1024, so the windows differ "
+            "from reports made before")
     sources["dfaust"].add_argument("paths", nargs="+", help="sequence folder(s)")
     sources["dfaust"].add_argument("--views", type=int, default=4, help="camera azimuths")
     sources["records"].add_argument("paths", nargs="+", help="shard files or directories")
@@ -246,7 +259,8 @@ def _eval_run(args: argparse.Namespace) -> int:
             # dense correspondences: the paper's vertex-to-truth matching and Chamfer's accuracy
             # term need them (sparse truth adds its own spacing to both errors)
             cfg = SyntheticConfig(ranges=MotionRanges(amplitude=tuple(args.amplitude)),
-                                  width=args.width, height=args.height, corr_points=20_000)
+                                  width=args.width, height=args.height, corr_points=20_000,
+                                  frame_points=args.frame_points)
             records = list(synthetic_records(args.seed, args.windows, cfg))
             if args.iou_points:
                 # the records' own 2048 uniform queries leave ~10 inside a person: too few for IoU
@@ -260,7 +274,8 @@ def _eval_run(args: argparse.Namespace) -> int:
                 seq = load_dfaust_sequence(path)
                 for azimuth in np.linspace(0, 2 * np.pi, args.views, endpoint=False):
                     records.append(dfaust_window_record(seq, rng, azimuth=float(azimuth),
-                                                        corr_points=seq.points.shape[1]))
+                                                        corr_points=seq.points.shape[1],
+                                                        frame_points=args.frame_points))
             title = f"D-FAUST {', '.join(p.rstrip('/').split('/')[-1] for p in args.paths)}, " \
                     f"simulated single view ({args.views} azimuths)"
             paper = PAPER_DFAUST
