@@ -25,6 +25,7 @@ from analytic_models import sphere_model  # noqa: E402
 from bench_frame import KEYFRAME, Q7_COLUMNS, WHOLE, frame_stages  # noqa: E402
 from bench_io import Q4_COLUMNS, io_costs  # noqa: E402
 import gpu_check  # noqa: E402
+import gpu_train  # noqa: E402
 from bench_node import Q5_COLUMNS, node_presets, node_row, node_targets  # noqa: E402
 from harness import (  # noqa: E402
     BenchConfig,
@@ -292,6 +293,24 @@ def test_the_gpu_check_runs_as_a_dry_run_on_the_cpu_and_writes_its_report(tmp_pa
     assert text in capsys.readouterr().out and "## Goals" in text
     if not torch.cuda.is_available():
         assert gpu_check.main([]) == 2
+        assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_the_gpu_training_runs_as_a_dry_run_on_the_cpu_and_writes_a_shippable_checkpoint(
+        tmp_path, capsys):
+    """benchmarks/gpu_train.py --quick: data, training and the curve, on the CPU; the checkpoints
+    it writes are the shape network's, without optimizer state, and load with weights_only."""
+    from occflow_ros.model import load_checkpoint
+
+    out = tmp_path / "out"
+    assert gpu_train.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    best = load_checkpoint(out / "best.pt")
+    assert best.config.shape_encoder == "planes" and best.extra == {}
+    assert torch.load(out / "best.pt", weights_only=True)["format"] == "occflow_ros.checkpoint"
+    curve = (out / "curve.md").read_text()
+    assert "| 3 |" in curve and "| 6 |" in curve and curve in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert gpu_train.main(["--out", str(tmp_path / "none")]) == 2
         assert "no CUDA device here" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
+    export_checkpoint,
     load_checkpoint,
     save_checkpoint,
     shipped_model_path,
@@ -30,6 +31,7 @@ __all__ = [
     "SpatioTemporalEncoder",
     "VelocityField",
     "autocast_dtype",
+    "export_checkpoint",
     "integrate",
     "load_checkpoint",
     "save_checkpoint",

@@ -21,7 +21,7 @@ from .config import ModelConfig, ModelError
 from .occflow import OccupancyFlow
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-           "shipped_model_path", "SHIPPED_MODEL_FILE",
+           "export_checkpoint", "shipped_model_path", "SHIPPED_MODEL_FILE",
            "FORMAT_NAME", "FORMAT_VERSION", "DEFAULT_NORMALIZATION_CONVENTION"]
 
 SHIPPED_MODEL_FILE = "occflow_default.pt"
@@ -97,6 +97,16 @@ def save_checkpoint(path: str | os.PathLike, model: OccupancyFlow, *,
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
+                      overwrite: bool = False) -> Path:
+    """Write ``src``'s model, normalisation and provenance to ``dst`` without its training state
+    (optimizer, step): the file a model ships as (it loads with ``weights_only=True``)."""
+    ckpt = load_checkpoint(src)
+    return save_checkpoint(dst, ckpt.model, normalization=ckpt.normalization,
+                           training=dict(ckpt.training, exported_from=str(src)),
+                           overwrite=overwrite)
 
 
 def _read(path: Path, map_location: Any) -> Any:
