@@ -24,6 +24,9 @@ from .layers import FourierFeatures, ResBlock
 __all__ = ["PlaneEncoder", "PlaneDecoder", "plane_coordinates"]
 
 PLANES = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz: the two coordinates each plane keeps
+# the planes' edge in normalised units: the meshed cube's (MeshingConfig.box_size's default), so
+# the encoder writes and the decoder reads the same cells
+EXTENT = 1.1
 
 
 def plane_coordinates(points: torch.Tensor, extent: float) -> torch.Tensor:
@@ -95,7 +98,7 @@ class PlaneEncoder(nn.Module):
     """
 
     def __init__(self, hidden: int, channels: int, resolution: int, octaves: int = 0,
-                 depth: int = 3, extent: float = 1.1) -> None:
+                 depth: int = 3, extent: float = EXTENT) -> None:
         super().__init__()
         if resolution % 2 ** (depth - 1):
             raise ModelError(f"plane_resolution must be divisible by {2 ** (depth - 1)}, "
@@ -141,7 +144,7 @@ class PlaneDecoder(nn.Module):
     """
 
     def __init__(self, channels: int, hidden: int, n_blocks: int, octaves: int = 0,
-                 extent: float = 1.1) -> None:
+                 extent: float = EXTENT) -> None:
         super().__init__()
         self.channels = channels
         self.extent = extent

@@ -223,7 +223,6 @@ def _initial_weights(cfg: TrainConfig, device: torch.device
         raise TrainError(f"init_from: {e}") from None
     mine, theirs = cfg.model.to_dict(), ckpt.model.config.to_dict()
     # the rigid prior adds no weight: a checkpoint without it can start a run with it
-    theirs = {k: theirs.get(k, v) for k, v in mine.items()}
     adds_rigid = mine["velocity_rigid"] and not theirs["velocity_rigid"]
     trains_shape = cfg.trainable is not None and set(SHAPE_NETWORKS) <= set(cfg.trainable)
     fresh_shape = trains_shape and any(mine[k] != theirs[k] for k in _SHAPE_KEYS)
