@@ -154,6 +154,65 @@ def test_cluster_rule_takes_the_far_blob_when_the_object_is_under_the_size_fract
     assert as_set(result.points) == as_set(obj)
 
 
+def body_with_parted_arm(rng, gap):
+    """A torso (3000 points) and an arm (400) reaching towards the camera, ``gap`` metres of
+    empty space between them along z (a depth discontinuity)."""
+    torso = shell((0.0, 0.0, 1.5), 0.2, 3000, rng)
+    t = rng.uniform(0, 1, 400)
+    arm = np.c_[0.25 + 0.3 * t, 0.02 * rng.normal(size=400), 1.3 - gap - 0.3 * t]
+    return torso, arm.astype(np.float32)
+
+
+def test_a_limb_a_depth_gap_parts_from_the_followed_body_stays_with_it():
+    """The cluster rule alone keeps the nearer arm and drops the torso; following the last frame's
+    object keeps both (demo frame 589, where the tracker re-keyed on an arm)."""
+    rng = np.random.default_rng(40)
+    torso0, arm0 = body_with_parted_arm(rng, gap=0.0)     # last frame: the arm joins the torso
+    torso, arm = body_with_parted_arm(rng, gap=0.12)      # now 12 cm apart, the arm nearer
+    points = np.vstack([torso, arm])
+    alone = preprocess(points, PreprocessConfig(**CLUSTER), rng)
+    assert as_set(alone.points) == as_set(arm)
+    hint = np.vstack([torso0, arm0])[::3]
+    followed = preprocess(points, PreprocessConfig(**CLUSTER), rng, object_hint=hint)
+    assert as_set(followed.points) == as_set(points)
+    # 0 switches following off
+    off = preprocess(points, PreprocessConfig(**dict(CLUSTER, cluster_track_distance=0.0)), rng,
+                     object_hint=hint)
+    assert as_set(off.points) == as_set(arm)
+
+
+def test_following_keeps_the_object_over_a_nearer_smaller_one_but_not_over_a_bigger_one():
+    rng = np.random.default_rng(41)
+    obj = shell((0.0, 0.0, 1.5), 0.2, 3000, rng)
+    hint = shell((0.03, 0.0, 1.5), 0.2, 1000, rng)  # the object, 3 cm to the side a frame ago
+    small = shell((0.5, 0.0, 0.8), 0.08, 600, rng)  # 20 % of the object, nearer
+    points = np.vstack([obj, small])
+    assert as_set(preprocess(points, PreprocessConfig(**CLUSTER), rng).points) == as_set(small)
+    result = preprocess(points, PreprocessConfig(**CLUSTER), rng, object_hint=hint)
+    assert as_set(result.points) == as_set(obj)
+    # something larger than the object steps in front: the nearest large cluster rule takes it
+    big = shell((0.5, 0.0, 0.8), 0.3, 6000, rng)
+    result = preprocess(np.vstack([obj, big]), PreprocessConfig(**CLUSTER), rng, object_hint=hint)
+    assert as_set(result.points) == as_set(big)
+    # nothing near the hint any more (the object left): the rule decides as without a hint
+    far_hint = hint + np.float32([3.0, 0.0, 0.0])
+    result = preprocess(points, PreprocessConfig(**CLUSTER), rng, object_hint=far_hint)
+    assert as_set(result.points) == as_set(small)
+
+
+def test_a_hint_touching_an_edge_of_a_large_cluster_does_not_pull_it_in():
+    """A hand resting on a table's edge: the table is not part of the object unless half of it
+    is within reach of the last frame's object."""
+    rng = np.random.default_rng(42)
+    obj = shell((0.0, 0.0, 1.5), 0.2, 3000, rng)
+    x, y = np.meshgrid(np.arange(0.25, 1.5, 0.01), np.arange(-0.6, 0.6, 0.01))
+    table = np.c_[x.ravel(), y.ravel(), np.full(x.size, 1.9)].astype(np.float32)  # 1.2 m, farther
+    hint = np.vstack([obj[::3], table[np.abs(table[:, 0] - 0.3) < 0.05]])  # touches its edge
+    config = PreprocessConfig(**dict(CLUSTER, remove_plane=False))  # the table stays a cluster
+    result = preprocess(np.vstack([obj, table]), config, rng, object_hint=hint)
+    assert as_set(result.points) == as_set(obj)
+
+
 def test_cluster_stage_runs_by_default_only_without_a_roi_box():
     assert PreprocessConfig().clusters
     assert not PreprocessConfig(roi_min=(-1, -1, 0), roi_max=(1, 1, 3)).clusters
@@ -249,6 +308,7 @@ def test_float64_and_strided_input_are_accepted():
     ({"roi_min": (0, 0, 0)}, "roi_max"), ({"roi_min": (1, 0, 0), "roi_max": (0, 1, 1)}, "roi_min"),
     ({"roi_min": (0, 0, "x"), "roi_max": (1, 1, 1)}, "roi_min"), ({"voxel_size": -0.01}, "voxel_size"),
     ({"cluster_eps": 0}, "cluster_eps"), ({"cluster_min_fraction": 1.5}, "cluster_min_fraction"),
+    ({"cluster_track_distance": -0.1}, "cluster_track_distance"),
     ({"n_points": 0}, "n_points"), ({"outlier_neighbors": 2.5}, "outlier_neighbors"),
     ({"plane_distance": float("nan")}, "plane_distance"), ({"cluster": "yes"}, "cluster"),
 ])

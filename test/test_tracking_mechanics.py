@@ -521,3 +521,32 @@ def test_with_the_graph_the_outlier_stage_runs_on_keyframe_frames_only():
     flow.feed(frame(0.0), 0.0)
     moved = flow.feed(frame(1 / 30), 1 / 30)
     assert moved.info["points"]["outliers"] < moved.info["points"]["cluster"]
+
+
+def test_the_tracker_follows_its_object_when_a_depth_gap_parts_a_hand_from_the_body():
+    """A hand touching the sphere's front moves 9 cm towards the camera: the cluster rule alone
+    would keep the nearer hand and drop the body; the tracker hands each frame's object to the
+    next frame's cluster stage, so both stay (with following off, the hand alone)."""
+    from occflow_ros.geometry import PreprocessConfig
+
+    def frame(rng, hand_gap):
+        d = rng.normal(size=(500, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        hand = np.array([0.0, 0.0, DEPTH - RADIUS - 0.07 - hand_gap]) + 0.06 * d
+        return np.concatenate([sphere_frame(0.0, rng, speed=0.0), hand.astype(np.float32)])
+
+    def kept(track_distance):
+        rng = np.random.default_rng(6)
+        pre = PreprocessConfig(voxel_size=0.0, outlier_neighbors=0, remove_plane=False,
+                               cluster=True, cluster_track_distance=track_distance)
+        tracker = make_tracker(speed=0.0, preprocess=pre, deformation=DeformationConfig())
+        first = tracker.feed(frame(rng, 0.0), 0.0)
+        # one object (DBSCAN may call a stray point at the rim noise)
+        assert first.info["points"]["cluster"] >= 0.99 * first.info["points"]["voxel"]
+        parted = tracker.feed(frame(rng, 0.09), 1 / 30)
+        return parted.info["points"]["cluster"], parted.info["points"]["voxel"]
+
+    cluster, everything = kept(0.1)
+    assert cluster >= 0.99 * everything
+    cluster, everything = kept(0.0)
+    assert 0.9 * 500 <= cluster <= 500 and everything > 1500

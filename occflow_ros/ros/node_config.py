@@ -273,6 +273,9 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        hi=1_000_000),
     _P("tracker.preprocess.cluster_min_fraction", 0.05, "clusters under this fraction of the largest "
        "are never selected", lo=1e-6, hi=1.0),
+    _P("tracker.preprocess.cluster_track_distance", 0.1, "follow the object over the stream: the "
+       "clusters with half their cells within this many metres of the last frame's object are kept "
+       "together (a limb a depth gap parts from the torso); 0: off", lo=0.0, hi=10.0),
     _P("tracker.preprocess.remove_plane", True, "remove the dominant plane (floor, table) with RANSAC"),
     _P("tracker.preprocess.plane_distance", 0.01, "RANSAC inlier distance (m)", lo=1e-5, hi=1.0),
     _P("tracker.preprocess.plane_min_fraction", 0.2, "remove the plane only if it holds at least this "
@@ -432,7 +435,9 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             roi_min=v[pre + "roi_min"] if roi else None, roi_max=v[pre + "roi_max"] if roi else None,
             cluster=cluster, cluster_eps=v[pre + "cluster_eps"],
             cluster_min_points=v[pre + "cluster_min_points"],
-            cluster_min_fraction=v[pre + "cluster_min_fraction"], remove_plane=v[pre + "remove_plane"],
+            cluster_min_fraction=v[pre + "cluster_min_fraction"],
+            cluster_track_distance=v[pre + "cluster_track_distance"],
+            remove_plane=v[pre + "remove_plane"],
             plane_distance=v[pre + "plane_distance"], plane_min_fraction=v[pre + "plane_min_fraction"],
             plane_min_extent=v[pre + "plane_min_extent"],
             plane_iterations=v[pre + "plane_iterations"], plane_sample=v[pre + "plane_sample"],

@@ -43,6 +43,9 @@ from .types import TrackedMesh
 
 __all__ = ["Tracker", "TrackingCancelled"]
 
+# points of the last frame the cluster stage follows the object from (an even stride of what it kept)
+_OBJECT_HINT_POINTS = 2000
+
 
 class TrackingCancelled(TrackingError):
     """``feed`` was abandoned because its ``should_stop()`` turned true (a node shutting down); the
@@ -159,6 +162,7 @@ class Tracker:
         self.keyframe_points = max(model.config.keyframe_points, self.input_points)
         self._rng = np.random.default_rng(self.config.seed)
         self._plane = None  # the last frame's removed plane (preprocess's plane_hint)
+        self._object = None  # the last non-empty frame's kept points (preprocess's object_hint)
         # what every segment's carrier shares; its chunk shrinks if the GPU runs out of memory
         self._ctx = CarrierContext(model=self.model, config=self.config, device=self.device,
                                    autocast_dtype=self.autocast, time_scale=self.time_scale,
@@ -250,6 +254,7 @@ class Tracker:
         self._last = None
         self._last_stamp = None
         self._plane = None
+        self._object = None
         self._keyframes = 0
         self.resets += 1
 
@@ -279,8 +284,11 @@ class Tracker:
                 and self.config.preprocess.outlier_neighbors > 0)
         stages = dataclasses.replace(self.config.preprocess, n_points=None,
                                      **({"outlier_neighbors": 0} if late else {}))
-        pre = preprocess(points, stages, self._rng, plane_hint=self._plane)
+        pre = preprocess(points, stages, self._rng, plane_hint=self._plane,
+                         object_hint=self._object)
         self._plane = pre.plane
+        if len(pre.points) >= self.config.min_points:
+            self._object = even_stride(pre.points, _OBJECT_HINT_POINTS)
         info["preprocess_ms"] = 1e3 * pre.total_seconds
         info["points"] = pre.counts.as_dict()
         observed = pre.points
