@@ -275,7 +275,7 @@ def test_descriptors_ranges_read_only_and_run_time_output_changes(start, ball):
     refused = node.set_parameters([Parameter("tracker.max_frames", value=10),
                                    Parameter("output.mesh_alpha", value=2.0)])
     assert not any(r.successful for r in refused)
-    assert node.output_options.mesh_alpha == 0.4 and node.config.tracker.max_frames == 30
+    assert node.output_options.mesh_alpha == 0.4 and node.config.tracker.max_frames == 60
 
 
 # -- the launch file (launch / launch_ros cannot be installed here: parsed, not run) ----------------

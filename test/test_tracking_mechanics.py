@@ -279,6 +279,26 @@ def test_keyframe_policy(case):
     assert mesh.topology_changed and mesh.keyframe_id == 1
 
 
+@pytest.mark.parametrize("deformation, window", [
+    (DeformationConfig(), 2.0),                    # the graph alone: no trained window to keep
+    (DeformationConfig(flow_prior=True), 1.0),     # the field as the graph's prior: its window
+    (FLOW, 1.0)])                                  # the field carries: its window
+def test_the_automatic_keyframe_window_follows_the_carrier(deformation, window):
+    """window_seconds None: a keyframe every 2 s where the graph alone carries the mesh, every
+    trained window (the analytic model's 1 s) where the velocity field is used."""
+    rng = np.random.default_rng(9)
+    tracker = make_tracker(window=None, speed=0.0, deformation=deformation)
+    assert tracker.model.config.window_seconds == 1.0
+    keyframes = []
+    for stamp in np.arange(0.0, 2.25, 0.1):
+        mesh = tracker.feed(sphere_frame(0.0, rng, speed=0.0), float(stamp))
+        if mesh.info["keyframe"]:
+            keyframes.append((round(float(stamp), 2), mesh.info["keyframe_reason"]))
+    expected = [0.0] + [round(k * window, 2) for k in range(1, int(2.2 // window) + 1)]
+    assert [k for k, _ in keyframes] == expected
+    assert all(f"window of {window:g} s elapsed" in why for _, why in keyframes[1:])
+
+
 def test_residual_is_small_while_tracking_well():
     rng = np.random.default_rng(6)
     tracker = make_tracker(residual_threshold=0.05)

@@ -137,7 +137,8 @@ WHY_PARAMETERS = (
     "stands (a user sets it once for a fixed camera; it cuts the 300k points of a 640x480 frame "
     "to ~60k before filtering), with the nearest cluster kept after the floor plane is removed; "
     "output history 10 so the demo records every output. Everything else is "
-    "config/reconstruct.yaml's default (1 s keyframe window = the model's).")
+    "config/reconstruct.yaml's default (a keyframe every 2 s: the automatic window with the "
+    "deformation graph).")
 
 
 def demo_parameters(scene: DemoScene, config: DemoConfig) -> Dict[str, Any]:

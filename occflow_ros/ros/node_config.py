@@ -190,9 +190,10 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
     _P("log_period", 10.0, "seconds between one-line INFO summaries (rate, latency, drops); 0: never",
        lo=0.0, hi=3600.0),
     # -- tracker --------------------------------------------------------------------------------------
-    _P("tracker.window_seconds", 0.0, "a new keyframe at most this long after the last one (s); 0: the "
-       "model's trained window", lo=0.0, hi=3600.0),
-    _P("tracker.max_frames", 30, "frames per keyframe segment, keyframe included", lo=2, hi=100_000),
+    _P("tracker.window_seconds", 0.0, "a new keyframe at most this long after the last one (s); 0: "
+       "automatic: 2 s with the deformation graph alone, else the model's trained window",
+       lo=0.0, hi=3600.0),
+    _P("tracker.max_frames", 60, "frames per keyframe segment, keyframe included", lo=2, hi=100_000),
     _P("tracker.residual_threshold", 0.03, "growth (m) over the keyframe's values of the mean distance "
        "from the observed points to the tracked surface, or from its visible vertices to the points, "
        "that forces a keyframe; 0: never",

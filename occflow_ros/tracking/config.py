@@ -127,15 +127,25 @@ class DeformationConfig:
 
 KEYFRAME_WORKERS = ("auto", "process", "thread")
 
+#: The automatic keyframe window (s) where the deformation graph alone carries the mesh. The graph
+#: has no trained window, so the keyframe need only come as often as the shape should be renewed:
+#: every 2 s instead of every second halves the frames that keyframes stall on one core (make demo:
+#: 28.2-28.3 Hz processed against 25.0-26.1 Hz, tracked / still 0.37-0.39 against 0.39-0.41;
+#: docs/tracking.md, "How often a keyframe").
+GRAPH_WINDOW_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
     """The streaming tracker's settings. Times in seconds, lengths in metres.
 
-    window_seconds: a keyframe at most this long ago (None: the model's trained window). Time is
-      always normalised with the model's own window; a longer window here makes the velocity field
+    window_seconds: a keyframe at most this long ago. None: automatic (``keyframe_window``): the
+      model's trained window where the velocity field carries the mesh or is the graph's prior,
+      ``GRAPH_WINDOW_SECONDS`` where the deformation graph alone carries it. Time is always
+      normalised with the model's own window; a longer window with the field in use makes it
       extrapolate beyond the times it was trained on.
-    max_frames: frames per keyframe segment, keyframe included, before a new keyframe.
+    max_frames: frames per keyframe segment, keyframe included, before a new keyframe (60: two
+      seconds of a 30 Hz camera).
     residual_threshold: each tracked frame is checked both ways: the residual, the mean distance (m)
       from the observed points to the tracked surface, and the coverage, the mean distance from the
       mesh's camera-visible vertices to the observed points; when either has grown by more than
@@ -166,7 +176,7 @@ class TrackerConfig:
     """
 
     window_seconds: float | None = None
-    max_frames: int = 30
+    max_frames: int = 60
     residual_threshold: float = 0.03
     residual_clip: float = 0.2
     residual_points: int = 1024
@@ -184,6 +194,15 @@ class TrackerConfig:
     meshing: MeshingConfig = field(default_factory=MeshingConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     deformation: DeformationConfig = field(default_factory=DeformationConfig)
+
+    def keyframe_window(self, trained_seconds: float) -> float:
+        """The keyframe window in seconds: ``window_seconds``, or where it is None the model's
+        trained window (``trained_seconds``) when the velocity field is in use, else
+        ``GRAPH_WINDOW_SECONDS``."""
+        if self.window_seconds is not None:
+            return float(self.window_seconds)
+        graph_alone = self.deformation.enabled and not self.deformation.flow_prior
+        return GRAPH_WINDOW_SECONDS if graph_alone else float(trained_seconds)
 
     def __post_init__(self) -> None:
         if not isinstance(self.deformation, DeformationConfig):

@@ -155,7 +155,7 @@ class Tracker:
         # Time is normalised with the window the model was trained on (t = 1 one window after the
         # keyframe); the keyframe policy may use another window (config.window_seconds).
         self.time_scale = float(model.config.window_seconds)
-        self.window_seconds = float(self.config.window_seconds or model.config.window_seconds)
+        self.window_seconds = self.config.keyframe_window(model.config.window_seconds)
         self.input_points = model.config.input_points
         # a keyframe's draw: the shape network may read more points than the motion encoder (the
         # first input_points of the draw are the motion encoder's)
