@@ -137,10 +137,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--node-seconds", type=float, default=10.0,
                         help="the node's stream (default 10; 0: no node run)")
     parser.add_argument("--quick", action="store_true",
-                        help="a dry run on the CPU: 1.5 s scenes, no node run")
+                        help="a dry run on the CPU: 2.5 s scenes (past the 2 s keyframe window), "
+                        "no node run")
     args = parser.parse_args(argv)
     if args.quick:
-        args.device, args.seconds, args.node_seconds = "cpu", 1.5, 0.0
+        args.device, args.seconds, args.node_seconds = "cpu", 2.5, 0.0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"gpu_check: no CUDA device here (torch {torch.__version__}, "
               f"cuda available: False); run it on a GPU machine, or --quick for a CPU dry run",
