@@ -85,7 +85,11 @@ class DeformationGraph:
     rigidity: weight of the as-rigid-as-possible term against the data term.
     sliding: weight of the point-to-point distance beside the point-to-plane one.
     max_distance: observed points farther than this from every warped vertex are left out.
-    iterations: Levenberg-Marquardt steps per frame (pairs are renewed before each).
+    iterations: Levenberg-Marquardt steps per frame, at most.
+    pair_every: the observed points' nearest vertices are renewed before every this many steps
+      (1: before each); the steps between take the turned normals of the moved graph.
+    min_decrease: a frame's steps end after one that lowers the energy by less than this fraction
+      of it (0: always ``iterations`` steps).
     neighbours: nodes per vertex (weights); edges_per_node: links per node without faces.
     rigid_iterations: steps of the rigid stage per frame (0: none).
     max_rotation / max_translation: bounds of the rigid stage's motion per frame (radians, units).
@@ -97,7 +101,8 @@ class DeformationGraph:
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray | None = None, *,
                  spacing: float = 0.07, rigidity: float = 1.0, sliding: float = 0.1,
-                 max_distance: float = 0.04, iterations: int = 4, neighbours: int = 3,
+                 max_distance: float = 0.04, iterations: int = 4, pair_every: int = 1,
+                 min_decrease: float = 0.02, neighbours: int = 3,
                  edges_per_node: int = 6, rigid_iterations: int = 2,
                  max_rotation: float = 0.3, max_translation: float = 0.1,
                  prior: float = 0.0, momentum: float = 0.0,
@@ -108,6 +113,7 @@ class DeformationGraph:
         checks = {"spacing": spacing > 0, "max_distance": max_distance > 0,
                   "rigidity": rigidity >= 0, "sliding": sliding >= 0, "prior": prior >= 0,
                   "iterations": iterations >= 1, "momentum": 0 <= momentum <= 1,
+                  "pair_every": pair_every >= 1, "min_decrease": 0 <= min_decrease < 1,
                   "neighbours": neighbours >= 1, "max_nodes": max_nodes >= 1,
                   "edges_per_node": edges_per_node >= 1, "rigid_iterations": rigid_iterations >= 0,
                   "max_rotation": max_rotation > 0, "max_translation": max_translation > 0}
@@ -124,6 +130,7 @@ class DeformationGraph:
         self.max_nodes = int(max_nodes)
         self.rigidity, self.sliding = float(rigidity), float(sliding)
         self.max_distance, self.iterations = float(max_distance), int(iterations)
+        self.pair_every, self.min_decrease = int(pair_every), float(min_decrease)
         self.rigid_iterations = int(rigid_iterations)
         self.max_rotation, self.max_translation = float(max_rotation), float(max_translation)
         self.prior = float(prior)
@@ -134,6 +141,7 @@ class DeformationGraph:
         self.t = np.zeros((n, 3))
         self.frames = 0
         self.last_pairs = 0
+        self.last_steps = 0  # Levenberg-Marquardt steps the last fit took
         self.last_rigid_accepted = True
         self.last_timings: dict = {}  # seconds of the last fit's stages
         self.momentum = float(momentum)
@@ -535,12 +543,16 @@ class DeformationGraph:
         nb, w = self.neighbours, self.weights
         mu = 1e-3
         x = None
-        for _ in range(self.iterations):
-            x, normals, dist, j = self._query(self.R, self.t, p, cam, x)
-            vid, counts, mean, pairs = self._pairs(dist, j, p, self.max_distance)
-            self.last_pairs = pairs
-            if pairs < 3:
-                return
+        self.last_steps = 0
+        for step in range(self.iterations):
+            if step % self.pair_every == 0:
+                x, normals, dist, j = self._query(self.R, self.t, p, cam, x)
+                vid, counts, mean, pairs = self._pairs(dist, j, p, self.max_distance)
+                self.last_pairs = pairs
+                if pairs < 3:
+                    return
+            else:  # the same pairs; the normals turned with the last step
+                normals = self.turned_normals(self.R)
             W = self._data_weights(normals[vid], counts, pairs)
             terms = [(vid, W, x[vid] - mean)]
             if pred is not None and self.prior > 0:
@@ -583,6 +595,9 @@ class DeformationGraph:
                 if new <= energy:
                     self.R, self.t, x = R_new, t_new, x_new
                     mu = max(mu / 10, 1e-6)
+                    self.last_steps += 1
+                    if energy - new < self.min_decrease * energy:
+                        return  # converged for this frame
                     break
                 mu *= 10
             else:

@@ -259,7 +259,12 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "one in the fit", lo=0.0, hi=1e6),
     _P("tracker.deformation.max_distance", 0.04, "observed points farther than this from the mesh "
        "(normalised units) are left out of the fit", lo=1e-6, hi=1.0),
-    _P("tracker.deformation.iterations", 4, "Levenberg-Marquardt steps per frame", lo=1, hi=1000),
+    _P("tracker.deformation.iterations", 4, "Levenberg-Marquardt steps per frame, at most", lo=1,
+       hi=1000),
+    _P("tracker.deformation.pair_every", 1, "the observed points' nearest vertices are renewed "
+       "before every this many steps (2: a faster, less exact fit)", lo=1, hi=1000),
+    _P("tracker.deformation.min_decrease", 0.02, "a frame's steps end after one that lowers the "
+       "energy by less than this fraction (0: always all iterations)", lo=0.0, hi=0.5),
     _P("tracker.deformation.points", 1024, "observed points per frame the graph is fit to, at most (an "
        "even stride)", lo=3, hi=10_000_000),
     _P("tracker.preprocess.roi_enabled", False, "crop the input to the box roi_min..roi_max (sensor "

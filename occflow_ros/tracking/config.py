@@ -89,7 +89,12 @@ class DeformationConfig:
     rigidity: weight of the as-rigid-as-possible term between neighbouring nodes.
     sliding: weight of the point-to-point distance beside the point-to-plane one.
     max_distance: observed points farther than this from the mesh (normalised) are left out.
-    iterations: Levenberg-Marquardt steps per frame (nearest vertices renewed before each).
+    iterations: Levenberg-Marquardt steps per frame, at most.
+    pair_every: the observed points' nearest vertices are renewed before every this many steps
+      (2 with ``min_decrease``: a frame mostly takes 2 steps on one set of pairs, ~10 ms instead of
+      ~16 ms, and follows real people less closely; docs/tracking.md, "Cost").
+    min_decrease: a frame's steps end after one that lowers the energy by less than this fraction
+      (0: always ``iterations`` steps).
     points: observed points per frame at most (an even stride through them).
     """
 
@@ -106,6 +111,8 @@ class DeformationConfig:
     sliding: float = 0.1
     max_distance: float = 0.04
     iterations: int = 4
+    pair_every: int = 1
+    min_decrease: float = 0.02
     points: int = 1024
 
     def __post_init__(self) -> None:
@@ -122,6 +129,8 @@ class DeformationConfig:
         _num("deformation", "sliding", self.sliding, 0.0, 1e6)
         _num("deformation", "max_distance", self.max_distance, 0.0, 1.0, lo_open=True)
         _num("deformation", "iterations", self.iterations, 1, 1000, integer=True)
+        _num("deformation", "pair_every", self.pair_every, 1, 1000, integer=True)
+        _num("deformation", "min_decrease", self.min_decrease, 0.0, 0.5)
         _num("deformation", "points", self.points, 3, 10_000_000, integer=True)
 
 

@@ -28,6 +28,7 @@ class GraphCarrier(Carrier):
         self.graph = DeformationGraph(
             start.vertices, start.faces, spacing=d.node_spacing, rigidity=d.rigidity,
             sliding=d.sliding, max_distance=d.max_distance, iterations=d.iterations,
+            pair_every=d.pair_every, min_decrease=d.min_decrease,
             rigid_iterations=2 if d.rigid else 0, momentum=d.momentum,
             prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes)
         self.prior = FlowCarrier(ctx, start) if d.flow_prior else None
@@ -52,7 +53,8 @@ class GraphCarrier(Carrier):
             dt=dt)
         frame.info.update(deformation_ms=1e3 * (time.perf_counter() - t_fit),
                           deformation_rigid_ms=1e3 * self.graph.last_timings.get("rigid", 0.0),
-                          deformation_pairs=self.graph.last_pairs)
+                          deformation_pairs=self.graph.last_pairs,
+                          deformation_steps=self.graph.last_steps)
         self.t = frame.t
         vertices = np.asarray(warped, np.float32)
         if self.prior is not None:
