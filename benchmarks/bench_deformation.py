@@ -2,7 +2,7 @@
 and 1000 observed points (the tracking issue's target: at most 10 ms).
 
 Run:  . tools/env.sh && python benchmarks/bench_deformation.py [--windows 3] [--vertices 2000]
-      [--pair-every 1] [--min-decrease 0.02]
+      [--pair-every 1] [--min-decrease 0.01]
 
 A held-out synthetic person (seed 1001's human windows) is meshed exactly at the window's first
 frame (the shape's own mesh, decimated to ``--vertices``), put in the normalised space the tracker
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--pair-every", type=int, default=1,
                         help="renew the nearest vertices every this many steps (default 1)")
-    parser.add_argument("--min-decrease", type=float, default=0.02,
-                        help="end a frame's steps below this energy decrease (default 0.02)")
+    parser.add_argument("--min-decrease", type=float, default=0.01,
+                        help="end a frame's steps below this energy decrease (default 0.01)")
     args = parser.parse_args()
     from occflow_ros.model import limit_cpu_threads
 

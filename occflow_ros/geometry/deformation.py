@@ -102,7 +102,7 @@ class DeformationGraph:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray | None = None, *,
                  spacing: float = 0.07, rigidity: float = 1.0, sliding: float = 0.1,
                  max_distance: float = 0.04, iterations: int = 4, pair_every: int = 1,
-                 min_decrease: float = 0.02, neighbours: int = 3,
+                 min_decrease: float = 0.01, neighbours: int = 3,
                  edges_per_node: int = 6, rigid_iterations: int = 2,
                  max_rotation: float = 0.3, max_translation: float = 0.1,
                  prior: float = 0.0, momentum: float = 0.0,

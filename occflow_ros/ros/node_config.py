@@ -263,7 +263,7 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        hi=1000),
     _P("tracker.deformation.pair_every", 1, "the observed points' nearest vertices are renewed "
        "before every this many steps (2: a faster, less exact fit)", lo=1, hi=1000),
-    _P("tracker.deformation.min_decrease", 0.02, "a frame's steps end after one that lowers the "
+    _P("tracker.deformation.min_decrease", 0.01, "a frame's steps end after one that lowers the "
        "energy by less than this fraction (0: always all iterations)", lo=0.0, hi=0.5),
     _P("tracker.deformation.points", 1024, "observed points per frame the graph is fit to, at most (an "
        "even stride)", lo=3, hi=10_000_000),

@@ -92,7 +92,7 @@ class DeformationConfig:
     iterations: Levenberg-Marquardt steps per frame, at most.
     pair_every: the observed points' nearest vertices are renewed before every this many steps
       (2 with ``min_decrease``: a frame mostly takes 2 steps on one set of pairs, ~10 ms instead of
-      ~16 ms, and follows real people less closely; docs/tracking.md, "Cost").
+      ~17 ms, and follows real people less closely; docs/tracking.md, "Cost").
     min_decrease: a frame's steps end after one that lowers the energy by less than this fraction
       (0: always ``iterations`` steps).
     points: observed points per frame at most (an even stride through them).
@@ -112,7 +112,7 @@ class DeformationConfig:
     max_distance: float = 0.04
     iterations: int = 4
     pair_every: int = 1
-    min_decrease: float = 0.02
+    min_decrease: float = 0.01
     points: int = 1024
 
     def __post_init__(self) -> None:
