@@ -426,7 +426,7 @@ class DeformationGraph:
                 raise GeometryError(f"DeformationGraph.fit: predicted must be finite "
                                     f"{self.vertices.shape}, got {pred.shape}")
         self.frames += 1
-        self.last_pairs = 0
+        self.last_pairs = self.last_steps = 0
         if len(p) < 3:
             return self._warped
         t0 = time.perf_counter()
@@ -543,7 +543,6 @@ class DeformationGraph:
         nb, w = self.neighbours, self.weights
         mu = 1e-3
         x = None
-        self.last_steps = 0
         for step in range(self.iterations):
             if step % self.pair_every == 0:
                 x, normals, dist, j = self._query(self.R, self.t, p, cam, x)
