@@ -256,6 +256,7 @@ class Tracker:
         self._plane = None
         self._object = None
         self._keyframes = 0
+        self._rng = np.random.default_rng(self.config.seed)
         self.resets += 1
 
     @torch.inference_mode()
