@@ -160,6 +160,7 @@ class DeformationGraph:
         self._before = None  # what revert() restores
         self._warped = v.copy()
         self._queries: list = []  # the last two queries (see _query)
+        self._last_tree = None  # (tree, candidates, result) of the last _query that built one
 
     # -- construction ------------------------------------------------------------------------------
     @staticmethod
@@ -275,15 +276,29 @@ class DeformationGraph:
         blocks = self._vertex_blocks  # (V, k, k)
         flat = blocks[:, :, None, :, None] * 36 + entry[None, None, :, None, :]  # (V, k, 6, k, 6)
         self._vertex_flat = flat.reshape(len(v), 6 * kk, 6 * kk).astype(np.int64)
-        self._edge_flat = (self._edge_blocks[..., None, None] * 36 + entry).astype(np.int64)
-        # the as-rigid-as-possible term: each edge's vector g_b - g_a, and the constant part of
-        # its blocks (the translations' identities)
+        # the as-rigid-as-possible term: each edge's vector g_b - g_a; its blocks' constant part
+        # (the translations' identities) summed once per graph, and the flat positions of the
+        # parts that turn with R_a: (a, a) rotation-rotation, rotation-translation and
+        # translation-rotation, (a, b) rotation-translation, (b, a) translation-rotation (45 of
+        # each edge's 144 entries)
         self._edge_vectors = g[self.edges[:, 1]] - g[self.edges[:, 0]]
-        self._edge_template = np.zeros((len(self.edges), 2, 2, 6, 6))
-        self._edge_template[:, 0, 0, 3:, 3:] = np.eye(3)
-        self._edge_template[:, 0, 1, 3:, 3:] = -np.eye(3)
-        self._edge_template[:, 1, 0, 3:, 3:] = -np.eye(3)
-        self._edge_template[:, 1, 1, 3:, 3:] = np.eye(3)
+        nblocks = len(keys)
+        eb = self._edge_blocks  # (E, 2, 2)
+        tt = (3 + np.arange(3))[:, None] * 6 + 3 + np.arange(3)  # (3, 3) translation-translation
+        ones = np.ones((len(self.edges), 3))
+        diag_tt = tt[np.arange(3), np.arange(3)]  # identity entries
+        const_index = np.concatenate([(eb[:, i, j, None] * 36 + diag_tt).ravel()
+                                      for i in range(2) for j in range(2)])
+        const_value = np.concatenate([(sign * ones).ravel() for sign in (1.0, -1.0, -1.0, 1.0)])
+        self._edge_constant = np.bincount(const_index, const_value,
+                                          minlength=nblocks * 36).reshape(nblocks, 6, 6)
+        rr = np.arange(3)[:, None] * 6 + np.arange(3)  # (3, 3) rotation-rotation
+        rt = np.arange(3)[:, None] * 6 + 3 + np.arange(3)  # rotation-translation
+        tr = (3 + np.arange(3))[:, None] * 6 + np.arange(3)  # translation-rotation
+        self._edge_varying = np.concatenate(
+            [eb[:, 0, 0, None] * 36 + rr.ravel(), eb[:, 0, 0, None] * 36 + rt.ravel(),
+             eb[:, 0, 0, None] * 36 + tr.ravel(), eb[:, 0, 1, None] * 36 + rt.ravel(),
+             eb[:, 1, 0, None] * 36 + tr.ravel()], axis=1).astype(np.int64)  # (E, 45)
         self._band_layout(n)
 
     def _band_layout(self, n: int) -> None:
@@ -344,6 +359,7 @@ class DeformationGraph:
         for cached in self._queries:
             if (cached[0] is R and cached[1] is t and cached[2] is points
                     and cached[3] is camera):
+                self._last_tree = cached[5]
                 return cached[4]
         x = self.warp(R, t) if x is None else x
         normals = self.turned_normals(R)
@@ -354,12 +370,31 @@ class DeformationGraph:
                 candidates = np.arange(len(x))
         else:
             candidates = np.arange(len(x))
+        tree = cKDTree(x[candidates])
+        result = self._nearest(tree, candidates, x, normals, points)
+        self._last_tree = (tree, candidates, result)
+        self._queries = [(R, t, points, camera, result, self._last_tree)] + self._queries[:1]
+        return result
+
+    def _nearest(self, tree, candidates, x, normals, points):
+        """(x, normals, distance (M,), vertex index (M,), -1 where none) of points in ``tree``
+        (built on ``x[candidates]``) within the query's reach."""
         reach = max(2 * self.max_distance, self.rigid_distance)
-        dist, j = cKDTree(x[candidates]).query(points, distance_upper_bound=reach)
+        dist, j = tree.query(points, distance_upper_bound=reach)
         found = np.isfinite(dist)
         j = np.where(found, candidates[np.minimum(j, len(candidates) - 1)], -1)
-        result = (x, normals, dist, j)
-        self._queries = [(R, t, points, camera, result)] + self._queries[:1]
+        return x, normals, dist, j
+
+    def _query_moved(self, base, R, t, dR, dt, points, camera):
+        """``_query`` for node motions (R, t) that move the whole graph rigidly, x -> dR x + dt,
+        from the state of ``base`` (``_last_tree`` of that state): the points are moved back
+        instead and looked up in the same tree (distances do not change under a rigid motion;
+        the camera-facing vertices are the base state's), so no warp and no new tree."""
+        tree, candidates, (x0, n0, _, _) = base
+        x = x0 @ dR.T + dt
+        normals = n0 @ dR.T
+        result = self._nearest(tree, candidates, x, normals, (points - dt) @ dR)
+        self._queries = [(R, t, points, camera, result, None)] + self._queries[:1]
         return result
 
     @staticmethod
@@ -486,19 +521,23 @@ class DeformationGraph:
         the pose it left ends that start there (no further step, no extra query)."""
         R0, t0 = self.R, self.t
         x0, _, dist0, _ = self._query(R0, t0, p, cam)
+        base = self._last_tree  # the start state's tree (None: not built for it)
         start = self._score(dist0)
         best = (start, R0, t0)
-        starts = [(R0, t0)]
+        starts = [(R0, t0, np.eye(3), np.zeros(3))]
         if pred is not None:
             # the motion prior's prediction, as a rigid motion of the whole graph (Kabsch)
             Rp, tp = best_rigid_motion(x0, pred)
-            starts.append(self._moved(R0, t0, Rp, tp))
+            starts.append(self._moved(R0, t0, Rp, tp) + (Rp, tp))
         centre = x0.mean(0)
-        for R, t in starts:
+        for R, t, M_R, M_t in starts:  # M: the motion from the start state R0, t0
             R_total, t_total = np.eye(3), np.zeros(3)
             last = np.inf if R is not R0 else start
             for step in range(self.rigid_iterations + 1):
-                x, normals, dist, j = self._query(R, t, p, cam)
+                if R is R0 or base is None:
+                    x, normals, dist, j = self._query(R, t, p, cam)
+                else:
+                    x, normals, dist, j = self._query_moved(base, R, t, M_R, M_t, p, cam)
                 if step or R is not R0:
                     score = self._score(dist)
                     angle = np.arccos(np.clip((np.trace(R_total) - 1) / 2, -1.0, 1.0))
@@ -530,6 +569,7 @@ class DeformationGraph:
                     break
                 dR = so3_exp(delta[:3])[0]
                 R_total, t_total = dR @ R_total, dR @ t_total + delta[3:]
+                M_R, M_t = dR @ M_R, dR @ M_t + delta[3:]
                 R, t = self._moved(R, t, dR, delta[3:])
         self.last_rigid_accepted = best[1] is not R0
         self.R, self.t = best[1], best[2]
@@ -576,6 +616,8 @@ class DeformationGraph:
             if len(self.edges) and self.rigidity > 0:
                 reg = self._regularizer_terms(index, values, g_index, g_values)
             H = self._assemble(index, values)  # (B, 6, 6) blocks of the normal matrix
+            if reg is not None:
+                H += self._edge_constant * (self.rigidity / len(self.edges))
             g = np.bincount(np.concatenate([(i[..., None] * 6 + np.arange(6)).ravel()
                                             for i in g_index]),
                             np.concatenate([v.ravel() for v in g_values]),
@@ -615,21 +657,21 @@ class DeformationGraph:
         u = (self.R[self.edges[:, 0]] @ self._edge_vectors[..., None])[..., 0]  # (E, 3)
         r = self._reg_residuals(self.R, self.t, u)
         lam = self.rigidity / len(self.edges)
-        ux = _skew(u)
-        blocks = self._edge_template.copy()  # (E, 2, 2, 6, 6), the constant identities filled
-        blocks[:, 0, 0, :3, :3] = ((u * u).sum(1)[:, None, None] * np.eye(3)
-                                   - u[:, :, None] * u[:, None, :])
-        blocks[:, 0, 0, :3, 3:] = ux
-        blocks[:, 0, 0, 3:, :3] = -ux
-        blocks[:, 0, 1, :3, 3:] = -ux
-        blocks[:, 1, 0, 3:, :3] = ux
+        ux = _skew(u).reshape(-1, 9)
+        blocks = np.empty((len(u), 45))  # the parts of _edge_varying, in its order
+        blocks[:, :9] = ((u * u).sum(1)[:, None, None] * np.eye(3)
+                         - u[:, :, None] * u[:, None, :]).reshape(-1, 9)
+        blocks[:, 9:18] = ux
+        blocks[:, 18:27] = -ux
+        blocks[:, 27:36] = -ux
+        blocks[:, 36:45] = ux
         blocks *= lam
         grad = np.empty((len(u), 2, 6))
         grad[:, 0, :3] = np.cross(u, r)
         grad[:, 0, 3:] = r
         grad[:, 1, :3] = 0.0
         grad[:, 1, 3:] = -r
-        index.append(self._edge_flat)
+        index.append(self._edge_varying)
         values.append(blocks)
         g_index.append(self.edges)
         g_values.append(grad * lam)
@@ -645,9 +687,10 @@ class DeformationGraph:
 
     def _solve(self, H: np.ndarray, g: np.ndarray, mu: float) -> np.ndarray | None:
         """(H + mu diag(H)) delta = -g, H block-sparse (B, 6, 6), solved exactly by a banded
-        Cholesky factorisation in the reverse Cuthill-McKee order (``_band_layout``: about 2 ms for
-        120 nodes on one core, against about 3 ms for conjugate gradients to 1e-3 and 7 ms for a
-        dense factorisation; looser conjugate gradients cost accuracy on the held-out windows);
+        Cholesky factorisation in the reverse Cuthill-McKee order (``_band_layout``: ~0.6 ms for
+        120 nodes on one core in single precision, against about 3 ms for conjugate gradients to
+        1e-3 and 7 ms for a dense factorisation; looser conjugate gradients cost accuracy on the
+        held-out windows; scipy's SuperLU took 2.5 ms);
         delta (N, 6), None if it failed (the matrix is not positive definite)."""
         from scipy.linalg import LinAlgError, cho_solve_banded, cholesky_banded
 
@@ -656,9 +699,11 @@ class DeformationGraph:
         diag = self._diagonal_blocks
         idx = np.arange(6)
         A[diag[:, None], idx, idx] += mu * H[diag[:, None], idx, idx] + 1e-9
-        band = np.zeros((self._band_upper + 1, 6 * n))
+        # single precision: LAPACK's spbtrf takes 0.57 ms where dpbtrf takes 0.79 (120 nodes, one
+        # core), and the step, checked against the energy, is the same to ~1e-5
+        band = np.zeros((self._band_upper + 1, 6 * n), dtype=np.float32)
         band.reshape(-1)[self._band_target] = A.reshape(-1)[self._band_source]
-        rhs = np.empty(6 * n)
+        rhs = np.empty(6 * n, dtype=np.float32)
         rhs[self._band_unknowns] = -g.reshape(-1)
         try:
             factor = cholesky_banded(band, lower=False, check_finite=False)
@@ -667,7 +712,7 @@ class DeformationGraph:
             return None
         if not np.isfinite(x).all():
             return None
-        return x[self._band_unknowns].reshape(n, 6)
+        return x[self._band_unknowns].reshape(n, 6).astype(np.float64)
 
     def keyframe_positions(self, points: np.ndarray) -> np.ndarray:
         """Where observed points (M, 3) were at the keyframe: each one's nearest warped vertex's
