@@ -480,14 +480,17 @@ def test_with_deformation_the_mesh_follows_the_frames_without_the_flow():
 
 
 
-@pytest.mark.parametrize("background", [False, True], ids=["synchronous", "async_keyframes"])
-def test_a_mesh_turned_away_from_the_data_is_caught_on_that_frame_by_its_coverage(background):
+@pytest.mark.parametrize("mode", ["synchronous", "async_keyframes", "partial_guard"])
+def test_a_mesh_turned_away_from_the_data_is_caught_on_that_frame_by_its_coverage(mode):
     """A bar seen from the side turns in one frame to point at the camera, about the point of its
     surface nearest the camera: the camera now sees only its end cap, right where the bar's middle
     was, so every observed point still lies near the tracked mesh (the one-way residual barely
     moves), while the mesh shows the camera a whole bar where nothing is seen. The coverage check
     catches it on that very frame: a synchronous keyframe re-meshes it there, and with background
-    keyframes the frame falls back to the last good mesh while the new one is meshed."""
+    keyframes the frame falls back to the last good mesh while the new one is meshed. The end cap
+    is also far fewer points than the bar's side: with the partial-frame guard on (the default)
+    the frame falls back to the last good mesh and no keyframe is made from the cap; the first two
+    cases switch the guard off to show the re-keying."""
     from analytic_models import ellipsoid_model
 
     axes = np.array([0.35, 0.08, 0.08])  # a horizontal bar, along x
@@ -508,8 +511,10 @@ def test_a_mesh_turned_away_from_the_data_is_caught_on_that_frame_by_its_coverag
         cosine = (normal * -p).sum(1) / np.linalg.norm(normal, axis=1) / np.linalg.norm(p, axis=1)
         return p[cosine > 0.5]
 
+    background = mode == "async_keyframes"
+    guard = 0.5 if mode == "partial_guard" else 0.0
     tracker = Tracker(model, TrackerConfig(window_seconds=2.0, meshing=FAST_MESH,
-                                           async_keyframes=background),
+                                           async_keyframes=background, partial_fraction=guard),
                       device="cpu", margin=PADDING)
     stamps = np.arange(8) / 30
     first = tracker.feed(frame(False), 0.0)
@@ -523,10 +528,69 @@ def test_a_mesh_turned_away_from_the_data_is_caught_on_that_frame_by_its_coverag
         assert not caught.info["keyframe"] and tracker.background_keyframe == stamps[-1]
         np.testing.assert_array_equal(caught.vertices, good.vertices)  # the last good mesh
         tracker.close()
+    elif guard:
+        reason = caught.info["fallback"]
+        assert caught.info["partial"].startswith("partial frame") and not caught.info["keyframe"]
+        assert caught.info["keyframe_deferred"] == reason
+        np.testing.assert_array_equal(caught.vertices, good.vertices)  # the last good mesh
     else:
         reason = caught.info["keyframe_reason"]
         assert caught.info["keyframe"] and caught.keyframe_id == first.keyframe_id + 1
     assert reason.startswith("tracking coverage"), reason  # not the one-way residual
+
+
+def half_hidden(points: np.ndarray) -> np.ndarray:
+    """What the camera sees of a sphere frame with an occluder in front of two thirds of it."""
+    return points[points[:, 0] < -RADIUS / 3]
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["partial_guard", "off"])
+def test_a_partly_hidden_object_is_never_made_a_keyframe(guard):
+    """An occluder hides two thirds of the object for a while: with the guard those frames are
+    partial: none becomes a keyframe (it would be the third that was seen); where the coverage
+    check says the mesh no longer explains such a frame (the hidden part has no point near it, as
+    a wrong pose would not) the last good mesh is held; the keyframe that falls due meanwhile waits
+    for the first whole frame. Without it (0) the first hidden frame re-keys on a third of a
+    sphere."""
+    rng = np.random.default_rng(11)
+    tracker = make_tracker(window=0.5, speed=0.0, deformation=DeformationConfig(),
+                           residual_threshold=0.03,
+                           partial_fraction=0.5 if guard else 0.0, partial_max_seconds=1.0)
+    whole = lambda: sphere_frame(0.0, rng, speed=0.0)  # noqa: E731
+    meshes = {}
+    for stamp in np.round(np.arange(0.0, 1.01, 0.1), 2):
+        hidden = 0.35 < stamp < 0.85
+        meshes[stamp] = tracker.feed(half_hidden(whole()) if hidden else whole(), float(stamp))
+    keyframes = [s for s, m in meshes.items() if m.info["keyframe"]]
+    if not guard:
+        assert 0.4 in keyframes, keyframes  # re-keyed on the first hidden frame
+        return
+    good = meshes[0.3]
+    for stamp in (0.4, 0.5, 0.6, 0.7, 0.8):
+        mesh = meshes[stamp]
+        assert mesh.info["partial"].startswith("partial frame"), mesh.info
+        assert not mesh.info["keyframe"] and mesh.keyframe_id == 0, mesh.info
+        assert mesh.info["fallback"].startswith("tracking coverage"), mesh.info
+        np.testing.assert_array_equal(mesh.vertices, good.vertices)  # the last good mesh, held
+    assert keyframes == [0.0, 0.9], keyframes  # the keyframe due came with the first whole frame
+    assert "window of 0.5 s" in meshes[0.9].info["keyframe_reason"]
+    assert "partial" not in meshes[0.9].info
+
+
+def test_partial_frames_for_longer_than_the_limit_are_keyframed():
+    """A part hidden for longer than partial_max_seconds may be gone for good: the keyframe due
+    is then made from what is seen."""
+    rng = np.random.default_rng(12)
+    tracker = make_tracker(window=0.5, speed=0.0, deformation=DeformationConfig(),
+                           partial_fraction=0.5, partial_max_seconds=0.65)
+    tracker.feed(sphere_frame(0.0, rng, speed=0.0), 0.0)
+    tracker.feed(sphere_frame(0.0, rng, speed=0.0), 0.1)
+    keyframes = []
+    for stamp in np.round(np.arange(0.2, 1.01, 0.1), 2):
+        mesh = tracker.feed(half_hidden(sphere_frame(0.0, rng, speed=0.0)), float(stamp))
+        if mesh.info["keyframe"]:
+            keyframes.append(stamp)
+    assert keyframes == [0.9], keyframes  # hidden since 0.2: partial until 0.8, then whole
 
 
 def test_with_the_graph_the_outlier_stage_runs_on_keyframe_frames_only():

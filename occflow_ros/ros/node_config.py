@@ -206,6 +206,11 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        lo=1e-3, hi=3600.0),
     _P("tracker.min_points", 50, "frames with fewer points after preprocessing hold the last mesh",
        lo=1, hi=10_000_000),
+    _P("tracker.partial_fraction", 0.5, "a frame with fewer points than this fraction of the "
+       "segment's usual count is partial (part of the object hidden): never a keyframe; where the "
+       "checks say it is lost, the last good mesh is held; 0: off", lo=0.0, hi=1.0),
+    _P("tracker.partial_max_seconds", 1.0, "partial frames for longer than this (s) count as whole "
+       "again, so a keyframe due is made from them", lo=0.0, hi=3600.0),
     _P("tracker.id_match_distance", 0.03, "a new keyframe vertex inherits the id of a tracked vertex "
        "within this distance (m)", lo=1e-6, hi=10.0),
     _P("tracker.async_keyframes", False, "mesh keyframes in a background thread while the old mesh is "
@@ -480,6 +485,8 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             residual_threshold=v[t + "residual_threshold"], residual_clip=v[t + "residual_clip"],
             residual_points=v[t + "residual_points"],
             max_gap_seconds=v[t + "max_gap_seconds"], min_points=v[t + "min_points"],
+            partial_fraction=v[t + "partial_fraction"],
+            partial_max_seconds=v[t + "partial_max_seconds"],
             id_match_distance=v[t + "id_match_distance"],
             input_correspondences=v[t + "input_correspondences"],
             async_keyframes=v[t + "async_keyframes"],

@@ -169,6 +169,15 @@ class TrackerConfig:
       ~8000 points cost ~10 ms per frame on one CPU core.
     max_gap_seconds: a gap between frames longer than this forces a keyframe.
     min_points: frames with fewer preprocessed points are treated as empty (mesh held).
+    partial_fraction: a frame with fewer preprocessed points than this fraction of the segment's
+      usual count (the median of its last 30 whole frames) is partial: something hides part of the
+      object, the sensor lost part of it, or the object turned its narrow side to the camera. A
+      partial frame is never made a keyframe (its shape would be the part that was seen): a
+      keyframe that falls due waits for a whole frame, and where the residual or coverage check
+      says the mesh no longer explains a partial frame, the last good mesh is held (the coverage
+      check cannot tell a hidden part from a wrong pose). 0: off.
+    partial_max_seconds: partial frames for longer than this are whole again (the object may have
+      changed for good): the next keyframe due is made from them.
     id_match_distance: a new keyframe vertex inherits the id of a tracked vertex within this
       distance (m), one-to-one, nearest pairs first; others get fresh ids.
     input_correspondences: carry the observed points back to the keyframe time every frame
@@ -191,6 +200,8 @@ class TrackerConfig:
     residual_points: int = 1024
     max_gap_seconds: float = 1.0
     min_points: int = 50
+    partial_fraction: float = 0.5
+    partial_max_seconds: float = 1.0
     id_match_distance: float = 0.03
     input_correspondences: bool = True
     async_keyframes: bool = False
@@ -224,6 +235,8 @@ class TrackerConfig:
         _num("tracker", "residual_points", self.residual_points, 0, 10_000_000, integer=True)
         _num("tracker", "max_gap_seconds", self.max_gap_seconds, 0.0, 3600.0, lo_open=True)
         _num("tracker", "min_points", self.min_points, 1, 10_000_000, integer=True)
+        _num("tracker", "partial_fraction", self.partial_fraction, 0.0, 1.0)
+        _num("tracker", "partial_max_seconds", self.partial_max_seconds, 0.0, 3600.0)
         _num("tracker", "id_match_distance", self.id_match_distance, 0.0, 10.0, lo_open=True)
         _num("tracker", "chunk_size", self.chunk_size, 1, 10_000_000, integer=True)
         _num("tracker", "seed", self.seed, 0, 2**63 - 1, integer=True)

@@ -7,9 +7,10 @@ import dataclasses
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -47,6 +48,8 @@ __all__ = ["Tracker", "TrackingCancelled"]
 # kept): 500 on a person are ~4 cm apart, well inside cluster_track_distance (0.1 m), and cost the
 # stage ~0.3 ms a frame less than 2000 (the demo's frames, one core)
 _OBJECT_HINT_POINTS = 500
+# whole frames (their preprocessed point counts) whose median is a segment's usual count
+_USUAL_COUNT_FRAMES = 30
 
 
 class TrackingCancelled(TrackingError):
@@ -71,6 +74,7 @@ class _Segment:
     frames: int
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
     coverage: float  # mean distance (m) of the keyframe mesh's visible vertices to its points
+    counts: deque = field(default_factory=lambda: deque(maxlen=_USUAL_COUNT_FRAMES))
 
 
 @dataclass
@@ -165,6 +169,7 @@ class Tracker:
         self._rng = np.random.default_rng(self.config.seed)
         self._plane = None  # the last frame's removed plane (preprocess's plane_hint)
         self._object = None  # the last non-empty frame's kept points (preprocess's object_hint)
+        self._partial_since = None  # stamp of the first of the current run of partial frames
         # what every segment's carrier shares; its chunk shrinks if the GPU runs out of memory
         self._ctx = CarrierContext(model=self.model, config=self.config, device=self.device,
                                    autocast_dtype=self.autocast, time_scale=self.time_scale,
@@ -258,6 +263,7 @@ class Tracker:
         self._plane = None
         self._object = None
         self._keyframes = 0
+        self._partial_since = None
         self._rng = np.random.default_rng(self.config.seed)
         self.resets += 1
 
@@ -302,6 +308,9 @@ class Tracker:
         if len(observed) < self.config.min_points:
             return self._hold(stamp, f"empty frame: {len(observed)} points after preprocessing "
                                      f"(< min_points {self.config.min_points})", info, started)
+        partial = self._partial(len(observed), stamp)
+        if partial is not None:
+            info["partial"] = partial
 
 
         def cleaned() -> np.ndarray:
@@ -314,6 +323,9 @@ class Tracker:
 
         adopted = self._job is not None and self._job.future.done() and self._adopt(info)
         reason, gap = self._keyframe_reason(stamp)
+        if reason is not None and not gap and partial is not None:
+            info["keyframe_deferred"] = reason  # a keyframe from a partial frame would be half
+            reason = None
         started_job = False
         if reason is not None and self._job is not None:
             if not gap:
@@ -342,7 +354,13 @@ class Tracker:
                                                input_keyframe_points=None)
                 else:
                     self._last = mesh  # the new keyframe inherits ids from the tracked mesh now
-                if self._background_ok(False):
+                if undone is not None and partial is not None:
+                    # the last good mesh is held: a keyframe from a partial frame would be the
+                    # part that was seen (a hidden part and a wrong pose look alike to the
+                    # coverage check, so holding is the safe answer to both)
+                    info["keyframe_deferred"] = reason
+                    reason = None
+                if reason is not None and self._background_ok(False):
                     self._start_job(cleaned(), stamp, reason)
                     reason, started_job = None, True
             if self._job is not None and not started_job:
@@ -359,6 +377,26 @@ class Tracker:
         return mesh
 
     # -- steps -------------------------------------------------------------------------------------
+    def _partial(self, count: int, stamp: float) -> str | None:
+        """Why this frame is partial (None: it is whole): fewer preprocessed points than
+        ``partial_fraction`` of the segment's usual count, for at most ``partial_max_seconds``.
+        Whole frames' counts make the usual count."""
+        seg, fraction = self._segment, self.config.partial_fraction
+        if seg is None or fraction <= 0 or not seg.counts:
+            self._partial_since = None
+            return None
+        usual = float(np.median(seg.counts))
+        if count >= fraction * usual:
+            self._partial_since = None
+            seg.counts.append(count)
+            return None
+        if self._partial_since is None:
+            self._partial_since = stamp
+        if stamp - self._partial_since > self.config.partial_max_seconds:
+            return None  # for too long: the next keyframe due is made from such frames
+        return (f"partial frame: {count} points, under {fraction:g} of the segment's usual "
+                f"{usual:.0f}")
+
     def _keyframe_reason(self, stamp: float) -> tuple[str | None, bool]:
         """Why this frame should be a keyframe (None: it need not), and whether that is a gap
         between frames (which the old segment cannot bridge, so no background keyframe)."""
@@ -473,7 +511,7 @@ class Tracker:
             keyframe_id=keyframe_id, key_stamp=build.stamp, norm=build.norm, carrier=carrier,
             vertices=build.vertices, faces=faces, ids=np.zeros(0, np.uint32),
             canonical=np.zeros((0, 3), np.float32), t_prev=0.0, frames=1, residual=residual,
-            coverage=coverage)
+            coverage=coverage, counts=deque([len(build.observed)], maxlen=_USUAL_COUNT_FRAMES))
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
                   should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
