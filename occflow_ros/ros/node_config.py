@@ -264,6 +264,8 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "one in the fit", lo=0.0, hi=1e6),
     _P("tracker.deformation.max_distance", 0.04, "observed points farther than this from the mesh "
        "(normalised units) are left out of the fit", lo=1e-6, hi=1.0),
+    _P("tracker.deformation.coverage", 0.3, "weight of each camera-facing vertex no observed point "
+       "chose drawn to its nearest point within max_distance; 0: off", lo=0.0, hi=1e6),
     _P("tracker.deformation.iterations", 4, "Levenberg-Marquardt steps per frame, at most", lo=1,
        hi=1000),
     _P("tracker.deformation.pair_every", 1, "the observed points' nearest vertices are renewed "

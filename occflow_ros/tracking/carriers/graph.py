@@ -27,7 +27,8 @@ class GraphCarrier(Carrier):
         d = ctx.config.deformation
         self.graph = DeformationGraph(
             start.vertices, start.faces, spacing=d.node_spacing, rigidity=d.rigidity,
-            sliding=d.sliding, max_distance=d.max_distance, iterations=d.iterations,
+            sliding=d.sliding, max_distance=d.max_distance, coverage=d.coverage,
+            iterations=d.iterations,
             pair_every=d.pair_every, min_decrease=d.min_decrease,
             rigid_iterations=2 if d.rigid else 0, momentum=d.momentum,
             prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes)
