@@ -379,12 +379,8 @@ class DeformationGraph:
                 return cached[4]
         x = self.warp(R, t) if x is None else x
         normals = self.turned_normals(R)
-        if camera is not None and self.oriented:
-            facing = ((camera - x) * normals).sum(1) > 0
-            candidates = np.flatnonzero(facing)
-            if len(candidates) < 3:
-                candidates = np.arange(len(x))
-        else:
+        candidates = np.flatnonzero(self._facing(x, normals, camera))
+        if len(candidates) < 3:
             candidates = np.arange(len(x))
         tree = cKDTree(x[candidates])
         result = self._nearest(tree, candidates, x, normals, points)
@@ -679,16 +675,19 @@ class DeformationGraph:
         return (self._data_energy(x, data) + self._reg_energy(R, t)
                 + self._prior_energy(x, pred))
 
-    def _coverage_pairs(self, tree, x, normals, points, camera, paired=None):
-        """The mesh-to-points pairs: each camera-facing vertex (all without a camera) that no
-        observed point chose (``paired``: those that were) and its nearest observed point within
-        ``max_distance``: vertex index (C,), point (C, 3)."""
+    def _facing(self, x, normals, camera) -> np.ndarray:
+        """(V,) bool: the vertices whose turned normal faces the camera (all of them without a
+        camera or with unsigned normals)."""
         if camera is not None and self.oriented:
-            mask = ((camera - x) * normals).sum(1) > 0
-        else:
-            mask = np.ones(len(x), bool)
-        if paired is not None:
-            mask[paired] = False
+            return ((camera - x) * normals).sum(1) > 0
+        return np.ones(len(x), bool)
+
+    def _coverage_pairs(self, tree, x, normals, points, camera, paired):
+        """The mesh-to-points pairs: each camera-facing vertex that no observed point chose
+        (``paired``: those that were) and its nearest observed point within ``max_distance``:
+        vertex index (C,), point (C, 3)."""
+        mask = self._facing(x, normals, camera)
+        mask[paired] = False
         facing = np.flatnonzero(mask)
         dist, i = tree.query(x[facing], distance_upper_bound=self.max_distance)
         found = np.isfinite(dist)
