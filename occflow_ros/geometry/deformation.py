@@ -37,6 +37,13 @@ stage solves the same data term for one motion of the whole graph: its step is b
 ``max_translation`` per frame, and it is kept only when it explains the frame better than the state
 it started from, so no single frame can turn the mesh away.
 
+The data terms may hold a voxel subsample of the vertices (``fit_vertices``: their cost goes with
+the vertices they hold); the fit's node motions move every vertex. Momentum continues each node's
+last motion before the fit, except the part of the whole graph's turn that the data could not see:
+a turn about an axis along which the seen surface slides on itself (a ball about its centre, a
+round blob whose bumps travel) is a guess of the fit, and continued frame after frame it grows
+into a spin (the degeneracy test of Zhang, Kaess and Singh, ICRA 2016, applied to the momentum).
+
 No maintained Python library offers this (open3d's registration is rigid, its non-rigid code is
 SLAC's control grid for aligning scan fragments; pycpd's coherent point drift ignores the mesh), so
 it is written here, in numpy and scipy, on the CPU whatever device the networks run on: a graph of
@@ -55,6 +62,10 @@ from .queries import vertex_normals
 from .registration import best_rigid_motion
 
 __all__ = ["DeformationGraph", "so3_exp"]
+
+#: The observability of a turn of the whole graph (``DeformationGraph._observability``) below which
+#: momentum does not continue it, and above which it continues it whole (linear between).
+OBSERVABLE_TURN = (0.08, 0.16)
 
 def so3_exp(r: np.ndarray) -> np.ndarray:
     """Rotation matrices (N, 3, 3) from axis-angle vectors (N, 3) (Rodrigues; exact at 0)."""
@@ -75,6 +86,25 @@ def _skew(r: np.ndarray) -> np.ndarray:
     k[..., 1, 0], k[..., 1, 2] = r[..., 2], -r[..., 0]
     k[..., 2, 0], k[..., 2, 1] = -r[..., 1], r[..., 0]
     return k
+
+
+def _voxel_representatives(v: np.ndarray, tree: cKDTree, spacing: float,
+                           max_count: int) -> tuple[np.ndarray, float]:
+    """Sorted indices of one vertex per occupied voxel of edge ``spacing`` (the vertex nearest
+    the voxel's mean; deterministic) and the spacing used: a surface's voxel count goes as
+    1 / spacing^2, so a spacing that gives more than ``max_count`` grows by the square root of the
+    excess (and a little more) until it fits. tree: a cKDTree of ``v``."""
+    while True:
+        keys = np.floor(v / spacing).astype(np.int64)
+        _, cell, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        if len(counts) <= max_count:
+            break
+        spacing *= 1.05 * float(np.sqrt(len(counts) / max_count))
+    cell = cell.ravel()
+    means = np.zeros((len(counts), 3))
+    np.add.at(means, cell, v)
+    means /= counts[:, None]
+    return np.unique(tree.query(means)[1]), float(spacing)
 
 
 class DeformationGraph:
@@ -101,7 +131,10 @@ class DeformationGraph:
     prior: weight of a predicted position per vertex (``fit(..., predicted=)``) against the data.
     coverage: weight of the camera-facing vertices that no observed point chose, each drawn to its
       nearest observed point within ``max_distance`` (0: off).
-    momentum: how much of each node's last motion it continues before the fit (0..1; ``fit(dt=)``).
+    momentum: how much of each node's last motion it continues before the fit (0..1; ``fit(dt=)``),
+      less the part of the whole graph's turn that the data did not pin (``_observability``).
+    fit_vertices: the data terms pair the points with at most this many vertices, a voxel
+      subsample (``fit_ids``; 0: all); ``warp`` and the fit's result move every vertex.
 
     Raises GeometryError on an empty or non-finite mesh or an unusable setting.
     """
@@ -114,7 +147,7 @@ class DeformationGraph:
                  max_rotation: float = 0.3, max_translation: float = 0.1,
                  prior: float = 0.0, momentum: float = 0.0,
                  normals: np.ndarray | None = None, max_nodes: int = 200,
-                 coverage: float = 0.3) -> None:
+                 coverage: float = 0.3, fit_vertices: int = 0) -> None:
         v = np.asarray(vertices, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or not np.isfinite(v).all():
             raise GeometryError(f"DeformationGraph: vertices must be finite (V>0, 3), got {v.shape}")
@@ -124,7 +157,8 @@ class DeformationGraph:
                   "iterations": iterations >= 1, "momentum": 0 <= momentum <= 1,
                   "pair_every": pair_every >= 1, "min_decrease": 0 <= min_decrease < 1,
                   "neighbours": neighbours >= 1, "max_nodes": max_nodes >= 1,
-                  "edges_per_node": edges_per_node >= 1, "rigid_iterations": rigid_iterations >= 0,
+                  "edges_per_node": edges_per_node >= 1, "fit_vertices": fit_vertices >= 0,
+                  "rigid_iterations": rigid_iterations >= 0,
                   "max_rotation": max_rotation > 0, "max_translation": max_translation > 0}
         for name, ok in checks.items():
             if not ok:
@@ -144,6 +178,7 @@ class DeformationGraph:
         self.max_rotation, self.max_translation = float(max_rotation), float(max_translation)
         self.prior = float(prior)
         self.coverage = float(coverage)
+        self.fit_vertices = int(fit_vertices)
         # the coverage pairs' point-to-point share: half of ``sliding``. A vertex no point chose
         # is often on a surface sliding along itself (a body turning about the viewing axis),
         # which point-to-point pairs hold back: the turning ellipsoid of the tests was followed at
@@ -173,6 +208,10 @@ class DeformationGraph:
         self.rigid_margin = 0.05
         self.rigid_sliding = 0.01
         self._previous = None  # ((R, t) before the last fit, its dt)
+        # the turns of the whole graph the last fit's data could not see (3, 3; see
+        # _observability): momentum does not continue them
+        self._unseen_turn = np.zeros((3, 3))
+        self._pair_geometry = None  # (paired vertices, their normals, pair counts) of the last fit
         self._before = None  # what revert() restores
         self._warped = v.copy()
         self._queries: list = []  # the last two queries (see _query)
@@ -198,22 +237,10 @@ class DeformationGraph:
 
     def _build(self, v: np.ndarray, f: np.ndarray | None, neighbours: int,
                edges_per_node: int) -> None:
-        # nodes: one vertex per occupied voxel of edge `spacing` (the vertex nearest the voxel's
-        # mean), deterministic; a surface's voxel count goes as 1 / spacing^2, so a spacing that
-        # gives too many nodes grows by the square root of the excess (and a little more) until
-        # it fits
-        while True:
-            keys = np.floor(v / self.spacing).astype(np.int64)
-            _, cell, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-            if len(counts) <= self.max_nodes:
-                break
-            self.spacing *= 1.05 * float(np.sqrt(len(counts) / self.max_nodes))
-        cell = cell.ravel()
-        means = np.zeros((len(counts), 3))
-        np.add.at(means, cell, v)
-        means /= counts[:, None]
+        # nodes: one vertex per occupied voxel of edge `spacing`, the spacing grown until there
+        # are at most max_nodes
         vertex_tree = cKDTree(v)
-        nodes = np.unique(vertex_tree.query(means)[1])
+        nodes, self.spacing = _voxel_representatives(v, vertex_tree, self.spacing, self.max_nodes)
         g = v[nodes]
         n = len(g)
         node_tree = cKDTree(g)
@@ -291,7 +318,22 @@ class DeformationGraph:
         entry = np.arange(6)[:, None] * 6 + np.arange(6)  # (6, 6)
         blocks = self._vertex_blocks  # (V, k, k)
         flat = blocks[:, :, None, :, None] * 36 + entry[None, None, :, None, :]  # (V, k, 6, k, 6)
-        self._vertex_flat = flat.reshape(len(v), 6 * kk, 6 * kk).astype(np.int64)
+        flat = flat.reshape(len(v), 6 * kk, 6 * kk)
+        # the vertices the fit pairs with: all of them, or a voxel subsample of at most
+        # ``fit_vertices`` (each data term's cost goes with the vertices it holds; the warp of
+        # the whole mesh is needed once per frame only). Their rows of the maps above:
+        if self.fit_vertices and len(v) > self.fit_vertices:
+            # from below (the voxels then grow to just fit)
+            start = 0.5 * self.spacing * float(np.sqrt(n / self.fit_vertices))
+            ids, _ = _voxel_representatives(v, vertex_tree, start, self.fit_vertices)
+        else:
+            ids = np.arange(len(v))
+        self.fit_ids = ids
+        self._fit_rotate, self._fit_turn = self._rotate[ids], self._turn[ids]
+        self._fit_translate = self._translate[ids]
+        self._fit_neighbours, self._fit_weights = idx[ids], w[ids]
+        self._fit_offsets = self.offsets[ids]
+        self._vertex_flat = flat[ids].astype(np.int64)  # (S, 6k, 6k) of the fit's vertices
         # the as-rigid-as-possible term: each edge's vector g_b - g_a; its blocks' constant part
         # (the translations' identities) summed once per graph, and the flat positions of the
         # parts that turn with R_a: (a, a) rotation-rotation, rotation-translation and
@@ -354,6 +396,16 @@ class DeformationGraph:
         x = self._rotate @ R.transpose(0, 2, 1).reshape(-1, 3) + self._translate @ (self.nodes + t)
         return x
 
+    def _fit_warp(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``warp`` of the fit's vertices only (S, 3)."""
+        return (self._fit_rotate @ R.transpose(0, 2, 1).reshape(-1, 3)
+                + self._fit_translate @ (self.nodes + t))
+
+    def _fit_normals(self, R: np.ndarray) -> np.ndarray:
+        """``turned_normals`` of the fit's vertices only (S, 3)."""
+        n = self._fit_turn @ R.transpose(0, 2, 1).reshape(-1, 3)
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
     def turned_normals(self, R: np.ndarray | None = None) -> np.ndarray:
         """The keyframe normals turned by the node rotations: (V, 3) unit."""
         R = self.R if R is None else R
@@ -377,8 +429,8 @@ class DeformationGraph:
                     and cached[3] is camera):
                 self._last_tree = cached[5]
                 return cached[4]
-        x = self.warp(R, t) if x is None else x
-        normals = self.turned_normals(R)
+        x = self._fit_warp(R, t) if x is None else x
+        normals = self._fit_normals(R)
         candidates = np.flatnonzero(self._facing(x, normals, camera))
         if len(candidates) < 3:
             candidates = np.arange(len(x))
@@ -477,13 +529,14 @@ class DeformationGraph:
             if pred.shape != self.vertices.shape or not np.isfinite(pred).all():
                 raise GeometryError(f"DeformationGraph.fit: predicted must be finite "
                                     f"{self.vertices.shape}, got {pred.shape}")
+            pred = pred[self.fit_ids]  # the fit's vertices
         self.frames += 1
         self.last_pairs = self.last_steps = 0
         if len(p) < 3:
             return self._warped
         t0 = time.perf_counter()
         before = (self.R.copy(), self.t.copy())
-        self._before = (before, self._previous, self._warped)
+        self._before = (before, self._previous, self._warped, self._unseen_turn)
         self._extrapolate(dt)
         if self.rigid_iterations:
             bounds = (self.max_rotation if max_rotation is None else float(max_rotation),
@@ -494,6 +547,7 @@ class DeformationGraph:
         self.last_timings = {"rigid": t1 - t0, "nonrigid": time.perf_counter() - t1}
         if self.last_pairs >= 3:
             self._previous = (before, dt)
+            self._unseen_turn = self._observability(*self._pair_geometry)
         self._warped = self.warp()
         return self._warped
 
@@ -501,13 +555,15 @@ class DeformationGraph:
         """Undo the last ``fit`` (the state before it, as if that frame had not come); returns the
         warped vertices (V, 3) of that state."""
         if self._before is not None:
-            (self.R, self.t), self._previous, self._warped = self._before
+            (self.R, self.t), self._previous, self._warped, self._unseen_turn = self._before
             self._before = None
         return self._warped
 
     def _extrapolate(self, dt: float | None) -> None:
         """Constant velocity per node: R <- (R R_prev^T)^f R, t <- t + f (t - t_prev), with f the
-        momentum times the ratio of this interval to the last one (at most 2)."""
+        momentum times the ratio of this interval to the last one (at most 2); the last frame's
+        turn of the whole graph (Kabsch over the nodes) is continued only about the axes the
+        data observe (``_observability``)."""
         if self.momentum <= 0 or dt is None or self._previous is None:
             return
         (R_prev, t_prev), dt_prev = self._previous
@@ -516,9 +572,17 @@ class DeformationGraph:
         from scipy.spatial.transform import Rotation
 
         f = self.momentum * min(dt / dt_prev, 2.0)
-        turn = Rotation.from_matrix(self.R @ R_prev.transpose(0, 2, 1)).as_rotvec()
-        self.R = so3_exp(f * turn) @ self.R
-        self.t = self.t + f * (self.t - t_prev)
+        # the last motion less the part of its whole-graph turn that the data could not see
+        # (``_unseen_turn``): that part is not continued
+        before, now = self.nodes + t_prev, self.nodes + self.t
+        turn, _ = best_rigid_motion(before, now)
+        unseen = self._unseen_turn @ Rotation.from_matrix(turn).as_rotvec()
+        drop = so3_exp(unseen)[0]
+        centre = before.mean(0)
+        shift = now - before - ((before - centre) @ drop.T - (before - centre))
+        local = Rotation.from_matrix(drop.T @ self.R @ R_prev.transpose(0, 2, 1)).as_rotvec()
+        self.R = so3_exp(f * local) @ self.R
+        self.t = self.t + f * shift
 
     def explained(self, points: np.ndarray, camera: np.ndarray | None = None) -> float:
         """How well the current fit explains observed points (M, 3): the mean distance from each
@@ -591,13 +655,39 @@ class DeformationGraph:
         self.last_rigid_accepted = best[1] is not R0
         self.R, self.t = best[1], best[2]
 
+    @staticmethod
+    def _observability(x: np.ndarray, normals: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """How far the point-to-plane pairs (vertex x (P, 3), normal (P, 3), points paired (P,))
+        pin each turn of the whole graph: (3, 3), sum over the turn's principal axes e of
+        (1 - seen(lambda)) e e^T, so applied to a rotation vector it gives the part the data do
+        not see. lambda: the eigenvalues of the rotational block of the pairs' normal matrix, with
+        the translation solved out (its Schur complement), per unit angle at the pairs' RMS radius
+        (0 where a turn slides the surface along itself, as a sphere turning about its centre;
+        about 0.5 for a plane seen face on, turning about an in-plane axis); seen() rises from 0
+        at ``OBSERVABLE_TURN[0]`` to 1 at ``[1]``. Measured on the held-out windows' first frames
+        (docs/tracking.md, "Turns the data cannot see"): the near-round breathing blobs' largest
+        lambda 0.04-0.10, people's middle one 0.16-0.30 and largest 0.41-0.59."""
+        w = counts / counts.sum()
+        centre = w @ x
+        arm = x - centre
+        radius2 = max(float(w @ (arm * arm).sum(1)), 1e-12)
+        a = np.cross(arm, normals) / np.sqrt(radius2)  # d(n . dx) / d(angle), per unit radius
+        Htt = (normals.T * w) @ normals
+        Hrr = (a.T * w) @ a
+        Hrt = (a.T * w) @ normals
+        S = Hrr - Hrt @ np.linalg.pinv(Htt, rcond=1e-6, hermitian=True) @ Hrt.T
+        lam, axes = np.linalg.eigh(0.5 * (S + S.T))
+        lo, hi = OBSERVABLE_TURN
+        unseen = 1.0 - np.clip((lam - lo) / (hi - lo), 0.0, 1.0)
+        return (axes * unseen) @ axes.T
+
     def _moved(self, R, t, dR, dt):
         """Node motions after a rigid motion (dR, dt) of the whole warped graph."""
         return dR @ R, (self.nodes + t) @ dR.T + dt - self.nodes
 
     def _nonrigid_stage(self, p: np.ndarray, cam, pred) -> None:
         n, k = self.num_nodes, self.neighbours.shape[1]
-        nb, w = self.neighbours, self.weights
+        nb, w = self._fit_neighbours, self._fit_weights
         mu = 1e-3
         x = None
         point_tree = cKDTree(p) if self.coverage > 0 else None
@@ -609,10 +699,11 @@ class DeformationGraph:
                 self.last_pairs = pairs
                 if pairs < 3:
                     return
+                self._pair_geometry = (x[vid], normals[vid], counts)
                 if point_tree is not None:
                     covered = self._coverage_pairs(point_tree, x, normals, p, cam, vid)
             else:  # the same pairs; the normals turned with the last step
-                normals = self.turned_normals(self.R)
+                normals = self._fit_normals(self.R)
             data = [(vid, self._data_weights(normals[vid], counts, pairs), mean)]
             if covered is not None and len(covered[0]):
                 cid, target = covered
@@ -627,7 +718,7 @@ class DeformationGraph:
             index, values, g_index, g_values = [], [], [], []
             for v_ids, Wv, Wr in terms:
                 # a_vk = R_k d_vk: (P, k, 3)
-                a = (self.R[nb[v_ids]] @ self.offsets[v_ids][..., None])[..., 0]
+                a = (self.R[nb[v_ids]] @ self._fit_offsets[v_ids][..., None])[..., 0]
                 # J_v = [w_vk (-[a_vk]_x | I)]_k: (P, 3, k * 6)
                 J = np.empty((len(v_ids), 3, k, 6))
                 J[..., :3] = -_skew(a).transpose(0, 2, 1, 3)
@@ -658,7 +749,7 @@ class DeformationGraph:
                     continue
                 R_new = so3_exp(delta[:, :3]) @ self.R
                 t_new = self.t + delta[:, 3:]
-                x_new = self.warp(R_new, t_new)
+                x_new = self._fit_warp(R_new, t_new)
                 new = self._total(x_new, data, pred, R_new, t_new)
                 if new <= energy:
                     self.R, self.t, x = R_new, t_new, x_new

@@ -274,6 +274,8 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "energy by less than this fraction (0: always all iterations)", lo=0.0, hi=0.5),
     _P("tracker.deformation.points", 1024, "observed points per frame the graph is fit to, at most (an "
        "even stride)", lo=3, hi=10_000_000),
+    _P("tracker.deformation.fit_vertices", 0, "the fit pairs the observed points with at most this many "
+       "mesh vertices (a voxel subsample; 0: all)", lo=0, hi=10_000_000),
     _P("tracker.preprocess.roi_enabled", False, "crop the input to the box roi_min..roi_max (sensor "
        "frame)"),
     _P("tracker.preprocess.roi_min", [-1.0, -1.0, 0.0], "region-of-interest box, low corner (m)"),

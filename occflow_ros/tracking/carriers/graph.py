@@ -31,7 +31,8 @@ class GraphCarrier(Carrier):
             iterations=d.iterations,
             pair_every=d.pair_every, min_decrease=d.min_decrease,
             rigid_iterations=2 if d.rigid else 0, momentum=d.momentum,
-            prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes)
+            prior=d.prior_weight if d.flow_prior else 0.0, max_nodes=d.max_nodes,
+            fit_vertices=d.fit_vertices)
         self.prior = FlowCarrier(ctx, start) if d.flow_prior else None
 
     def carry(self, frame: Frame) -> np.ndarray:
