@@ -333,7 +333,7 @@ class DeformationGraph:
         self._fit_translate = self._translate[ids]
         self._fit_neighbours, self._fit_weights = idx[ids], w[ids]
         self._fit_offsets = self.offsets[ids]
-        self._vertex_flat = flat[ids].astype(np.int64)  # (S, 6k, 6k) of the fit's vertices
+        fit_flat = flat[ids].reshape(len(ids), -1)  # (S, 6k * 6k) of the fit's vertices
         # the as-rigid-as-possible term: each edge's vector g_b - g_a; its blocks' constant part
         # (the translations' identities) summed once per graph, and the flat positions of the
         # parts that turn with R_a: (a, a) rotation-rotation, rotation-translation and
@@ -353,11 +353,28 @@ class DeformationGraph:
         rr = np.arange(3)[:, None] * 6 + np.arange(3)  # (3, 3) rotation-rotation
         rt = np.arange(3)[:, None] * 6 + 3 + np.arange(3)  # rotation-translation
         tr = (3 + np.arange(3))[:, None] * 6 + np.arange(3)  # translation-rotation
-        self._edge_varying = np.concatenate(
+        edge_varying = np.concatenate(
             [eb[:, 0, 0, None] * 36 + rr.ravel(), eb[:, 0, 0, None] * 36 + rt.ravel(),
              eb[:, 0, 0, None] * 36 + tr.ravel(), eb[:, 0, 1, None] * 36 + rt.ravel(),
              eb[:, 1, 0, None] * 36 + tr.ravel()], axis=1).astype(np.int64)  # (E, 45)
         self._band_layout(n)
+        # each term's entries summed straight into the band: of a vertex's symmetric (6k, 6k)
+        # matrix its upper triangle (171 of 324 entries for k = 3), of an edge's 45 varying
+        # entries the (a, a) rotation-rotation upper triangle, the (a, a) rotation-translation
+        # and the (a, b) rotation-translation ones (24: the rest are their transposes), each at
+        # the band position of the entry or of its transpose, whichever is on or above the
+        # diagonal (a vertex's slots that repeat a node have weight 0, so no entry is counted
+        # twice)
+        kk6 = 6 * kk
+        self._vertex_upper = np.flatnonzero(np.triu(np.ones((kk6, kk6), bool)).ravel())
+        self._vertex_band = self._symmetric_band[fit_flat[:, self._vertex_upper]]  # (S, 171)
+        self._edge_upper = np.concatenate([np.flatnonzero(np.triu(np.ones((3, 3), bool))),
+                                           9 + np.arange(9), 27 + np.arange(9)])
+        self._edge_band = self._symmetric_band[edge_varying[:, self._edge_upper]]  # (E, 24)
+        band_size = (self._band_upper + 1) * 6 * n
+        self._band_constant = np.zeros(band_size)
+        self._band_constant[self._band_target] = self._edge_constant.reshape(-1)[self._band_source]
+        self._band_constant = self._band_constant.reshape(self._band_upper + 1, 6 * n)
 
     def _band_layout(self, n: int) -> None:
         """The normal matrix's band form for the Cholesky solve: nodes reordered by reverse
@@ -381,6 +398,9 @@ class DeformationGraph:
         self._band_upper = int((c - r).max())
         self._band_source = np.flatnonzero(upper)
         self._band_target = (self._band_upper + r - c) * (6 * n) + c
+        # every block entry's band position, or its transpose's where it is below the diagonal
+        lo, hi = np.minimum(rows, cols).reshape(-1), np.maximum(rows, cols).reshape(-1)
+        self._symmetric_band = (self._band_upper + lo - hi) * (6 * n) + hi
         self._band_unknowns = (6 * rank[:, None] + np.arange(6)).reshape(-1)  # node-major -> band
 
     @property
@@ -726,16 +746,18 @@ class DeformationGraph:
                 J *= w[v_ids][:, None, :, None]
                 J = J.reshape(len(v_ids), 3, 6 * k)
                 WJ = Wv @ J
-                index.append(self._vertex_flat[v_ids])
-                values.append(J.transpose(0, 2, 1) @ WJ)  # (P, 6k, 6k) in (k, 6) x (k, 6) order
+                index.append(self._vertex_band[v_ids])
+                # (P, 6k, 6k) in (k, 6) x (k, 6) order: its upper triangle
+                values.append((J.transpose(0, 2, 1) @ WJ).reshape(len(v_ids), -1)
+                              [:, self._vertex_upper])
                 g_index.append(nb[v_ids])
                 g_values.append((J.transpose(0, 2, 1) @ Wr[:, :, None]).reshape(len(v_ids), k, 6))
             reg = None
             if len(self.edges) and self.rigidity > 0:
                 reg = self._regularizer_terms(index, values, g_index, g_values)
-            H = self._assemble(index, values)  # (B, 6, 6) blocks of the normal matrix
+            H = self._assemble(index, values)  # the normal matrix's upper band
             if reg is not None:
-                H += self._edge_constant * (self.rigidity / len(self.edges))
+                H += self._band_constant * (self.rigidity / len(self.edges))
             g = np.bincount(np.concatenate([(i[..., None] * 6 + np.arange(6)).ravel()
                                             for i in g_index]),
                             np.concatenate([v.ravel() for v in g_values]),
@@ -824,22 +846,23 @@ class DeformationGraph:
         grad[:, 0, 3:] = r
         grad[:, 1, :3] = 0.0
         grad[:, 1, 3:] = -r
-        index.append(self._edge_varying)
-        values.append(blocks)
+        index.append(self._edge_band)
+        values.append(blocks[:, self._edge_upper])
         g_index.append(self.edges)
         g_values.append(grad * lam)
         return lam * float((r * r).sum())
 
     def _assemble(self, index, values) -> np.ndarray:
-        """Sum per-term blocks into the normal matrix's blocks (B, 6, 6); each index row holds the
-        flat positions (block * 36 + entry) of its values, in the same order."""
-        nblocks = len(self._block_rows)
+        """Sum per-term entries into the normal matrix's upper band (u + 1, 6N) (LAPACK's storage,
+        ``ab[u + r - c, c]``); each index row holds the flat band positions of its values, in the
+        same order."""
+        shape = (self._band_upper + 1, 6 * self.num_nodes)
         return np.bincount(np.concatenate([i.ravel() for i in index]),
                            np.concatenate([v.ravel() for v in values]),
-                           minlength=nblocks * 36).reshape(nblocks, 6, 6)
+                           minlength=shape[0] * shape[1]).reshape(shape)
 
     def _solve(self, H: np.ndarray, g: np.ndarray, mu: float) -> np.ndarray | None:
-        """(H + mu diag(H)) delta = -g, H block-sparse (B, 6, 6), solved exactly by a banded
+        """(H + mu diag(H)) delta = -g, H the upper band (``_assemble``), solved exactly by a banded
         Cholesky factorisation in the reverse Cuthill-McKee order (``_band_layout``: ~0.6 ms for
         120 nodes on one core in single precision, against about 3 ms for conjugate gradients to
         1e-3 and 7 ms for a dense factorisation; looser conjugate gradients cost accuracy on the
@@ -848,14 +871,10 @@ class DeformationGraph:
         from scipy.linalg import LinAlgError, cho_solve_banded, cholesky_banded
 
         n = self.num_nodes
-        A = H.copy()
-        diag = self._diagonal_blocks
-        idx = np.arange(6)
-        A[diag[:, None], idx, idx] += mu * H[diag[:, None], idx, idx] + 1e-9
         # single precision: LAPACK's spbtrf takes 0.57 ms where dpbtrf takes 0.79 (120 nodes, one
         # core), and the step, checked against the energy, is the same to ~1e-5
-        band = np.zeros((self._band_upper + 1, 6 * n), dtype=np.float32)
-        band.reshape(-1)[self._band_target] = A.reshape(-1)[self._band_source]
+        band = H.astype(np.float32)
+        band[-1] += (mu * H[-1] + 1e-9).astype(np.float32)  # the diagonal
         rhs = np.empty(6 * n, dtype=np.float32)
         rhs[self._band_unknowns] = -g.reshape(-1)
         try:
