@@ -65,7 +65,7 @@ __all__ = ["DeformationGraph", "so3_exp"]
 
 #: The observability of a turn of the whole graph (``DeformationGraph._observability``) below which
 #: momentum does not continue it, and above which it continues it whole (linear between).
-OBSERVABLE_TURN = (0.08, 0.16)
+OBSERVABLE_TURN = (0.2, 0.4)
 
 def so3_exp(r: np.ndarray) -> np.ndarray:
     """Rotation matrices (N, 3, 3) from axis-angle vectors (N, 3) (Rodrigues; exact at 0)."""
@@ -682,11 +682,12 @@ class DeformationGraph:
         (1 - seen(lambda)) e e^T, so applied to a rotation vector it gives the part the data do
         not see. lambda: the eigenvalues of the rotational block of the pairs' normal matrix, with
         the translation solved out (its Schur complement), per unit angle at the pairs' RMS radius
-        (0 where a turn slides the surface along itself, as a sphere turning about its centre;
-        about 0.5 for a plane seen face on, turning about an in-plane axis); seen() rises from 0
-        at ``OBSERVABLE_TURN[0]`` to 1 at ``[1]``. Measured on the held-out windows' first frames
-        (docs/tracking.md, "Turns the data cannot see"): the near-round breathing blobs' largest
-        lambda 0.04-0.10, people's middle one 0.16-0.30 and largest 0.41-0.59."""
+        (0 where a turn slides the surface along itself, as a sphere turning about its centre),
+        over the smallest eigenvalue of the translational block; seen() rises from 0 at
+        ``OBSERVABLE_TURN[0]`` to 1 at ``[1]``. Measured on held-out windows' first frames
+        (docs/tracking.md, "Turns the data cannot see"), smallest lambda: near-round breathing
+        blobs 0.05-0.10 (middle 0.13-0.17), a person 0.34-1.5 (about the vertical), twisting boxes
+        0.5-3.4."""
         w = counts / counts.sum()
         centre = w @ x
         arm = x - centre
@@ -697,6 +698,9 @@ class DeformationGraph:
         Hrt = (a.T * w) @ normals
         S = Hrr - Hrt @ np.linalg.pinv(Htt, rcond=1e-6, hermitian=True) @ Hrt.T
         lam, axes = np.linalg.eigh(0.5 * (S + S.T))
+        # against the least-pinned translation: what pins a body's sideways shift (its outline,
+        # its curvature) pins its turn too unless it is round there
+        lam = lam / max(float(np.linalg.eigvalsh(Htt)[0]), 1e-12)
         lo, hi = OBSERVABLE_TURN
         unseen = 1.0 - np.clip((lam - lo) / (hi - lo), 0.0, 1.0)
         return (axes * unseen) @ axes.T
