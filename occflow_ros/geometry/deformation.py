@@ -309,15 +309,13 @@ class DeformationGraph:
         own_keys = np.arange(n) * (n + 1)
         keys = np.unique(np.concatenate([vertex_keys.ravel(), edge_keys.ravel(), own_keys]))
         self._block_rows, self._block_cols = keys // n, keys % n
-        self._vertex_blocks = np.searchsorted(keys, vertex_keys)
-        self._edge_blocks = np.searchsorted(keys, edge_keys)
-        self._diagonal_blocks = np.searchsorted(keys, own_keys)
+        vertex_blocks = np.searchsorted(keys, vertex_keys)
+        eb = np.searchsorted(keys, edge_keys)  # (E, 2, 2)
         # flat positions (block * 36 + row * 6 + col) of each vertex's (6k, 6k) block matrix in
         # (node, unknown) order, and of each edge's (2, 2, 6, 6) blocks
         kk = idx.shape[1]
         entry = np.arange(6)[:, None] * 6 + np.arange(6)  # (6, 6)
-        blocks = self._vertex_blocks  # (V, k, k)
-        flat = blocks[:, :, None, :, None] * 36 + entry[None, None, :, None, :]  # (V, k, 6, k, 6)
+        flat = vertex_blocks[:, :, None, :, None] * 36 + entry[None, None, :, None, :]  # (V, k, 6, k, 6)
         flat = flat.reshape(len(v), 6 * kk, 6 * kk)
         # the vertices the fit pairs with: all of them, or a voxel subsample of at most
         # ``fit_vertices`` (each data term's cost goes with the vertices it holds; the warp of
@@ -341,14 +339,13 @@ class DeformationGraph:
         # each edge's 144 entries)
         self._edge_vectors = g[self.edges[:, 1]] - g[self.edges[:, 0]]
         nblocks = len(keys)
-        eb = self._edge_blocks  # (E, 2, 2)
         tt = (3 + np.arange(3))[:, None] * 6 + 3 + np.arange(3)  # (3, 3) translation-translation
         ones = np.ones((len(self.edges), 3))
         diag_tt = tt[np.arange(3), np.arange(3)]  # identity entries
         const_index = np.concatenate([(eb[:, i, j, None] * 36 + diag_tt).ravel()
                                       for i in range(2) for j in range(2)])
         const_value = np.concatenate([(sign * ones).ravel() for sign in (1.0, -1.0, -1.0, 1.0)])
-        self._edge_constant = np.bincount(const_index, const_value,
+        edge_constant = np.bincount(const_index, const_value,
                                           minlength=nblocks * 36).reshape(nblocks, 6, 6)
         rr = np.arange(3)[:, None] * 6 + np.arange(3)  # (3, 3) rotation-rotation
         rt = np.arange(3)[:, None] * 6 + 3 + np.arange(3)  # rotation-translation
@@ -373,7 +370,7 @@ class DeformationGraph:
         self._edge_band = self._symmetric_band[edge_varying[:, self._edge_upper]]  # (E, 24)
         band_size = (self._band_upper + 1) * 6 * n
         self._band_constant = np.zeros(band_size)
-        self._band_constant[self._band_target] = self._edge_constant.reshape(-1)[self._band_source]
+        self._band_constant[self._band_target] = edge_constant.reshape(-1)[self._band_source]
         self._band_constant = self._band_constant.reshape(self._band_upper + 1, 6 * n)
 
     def _band_layout(self, n: int) -> None:
