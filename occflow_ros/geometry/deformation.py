@@ -311,27 +311,29 @@ class DeformationGraph:
         self._block_rows, self._block_cols = keys // n, keys % n
         vertex_blocks = np.searchsorted(keys, vertex_keys)
         eb = np.searchsorted(keys, edge_keys)  # (E, 2, 2)
-        # flat positions (block * 36 + row * 6 + col) of each vertex's (6k, 6k) block matrix in
-        # (node, unknown) order, and of each edge's (2, 2, 6, 6) blocks
-        kk = idx.shape[1]
-        entry = np.arange(6)[:, None] * 6 + np.arange(6)  # (6, 6)
-        flat = vertex_blocks[:, :, None, :, None] * 36 + entry[None, None, :, None, :]  # (V, k, 6, k, 6)
-        flat = flat.reshape(len(v), 6 * kk, 6 * kk)
         # the vertices the fit pairs with: all of them, or a voxel subsample of at most
         # ``fit_vertices`` (each data term's cost goes with the vertices it holds; the warp of
-        # the whole mesh is needed once per frame only). Their rows of the maps above:
+        # the whole mesh is needed once per frame only), and their rows of the maps above (the
+        # maps themselves where they are all)
         if self.fit_vertices and len(v) > self.fit_vertices:
             # from below (the voxels then grow to just fit)
             start = 0.5 * self.spacing * float(np.sqrt(n / self.fit_vertices))
             ids, _ = _voxel_representatives(v, vertex_tree, start, self.fit_vertices)
+            self._fit_rotate, self._fit_turn = self._rotate[ids], self._turn[ids]
+            self._fit_translate = self._translate[ids]
         else:
             ids = np.arange(len(v))
+            self._fit_rotate, self._fit_turn = self._rotate, self._turn
+            self._fit_translate = self._translate
         self.fit_ids = ids
-        self._fit_rotate, self._fit_turn = self._rotate[ids], self._turn[ids]
-        self._fit_translate = self._translate[ids]
         self._fit_neighbours, self._fit_weights = idx[ids], w[ids]
         self._fit_offsets = self.offsets[ids]
-        fit_flat = flat[ids].reshape(len(ids), -1)  # (S, 6k * 6k) of the fit's vertices
+        # flat positions (block * 36 + row * 6 + col) of each fit vertex's (6k, 6k) block matrix
+        kk = idx.shape[1]
+        entry = np.arange(6)[:, None] * 6 + np.arange(6)  # (6, 6)
+        fit_flat = (vertex_blocks[ids][:, :, None, :, None] * 36
+                    + entry[None, None, :, None, :])  # (S, k, 6, k, 6)
+        fit_flat = fit_flat.reshape(len(ids), -1)  # (S, 6k * 6k) in (k, 6) x (k, 6) order
         # the as-rigid-as-possible term: each edge's vector g_b - g_a; its blocks' constant part
         # (the translations' identities) summed once per graph, and the flat positions of the
         # parts that turn with R_a: (a, a) rotation-rotation, rotation-translation and
@@ -346,7 +348,7 @@ class DeformationGraph:
                                       for i in range(2) for j in range(2)])
         const_value = np.concatenate([(sign * ones).ravel() for sign in (1.0, -1.0, -1.0, 1.0)])
         edge_constant = np.bincount(const_index, const_value,
-                                          minlength=nblocks * 36).reshape(nblocks, 6, 6)
+                                    minlength=nblocks * 36).reshape(nblocks, 6, 6)
         rr = np.arange(3)[:, None] * 6 + np.arange(3)  # (3, 3) rotation-rotation
         rt = np.arange(3)[:, None] * 6 + 3 + np.arange(3)  # rotation-translation
         tr = (3 + np.arange(3))[:, None] * 6 + np.arange(3)  # translation-rotation
@@ -409,25 +411,30 @@ class DeformationGraph:
         """The keyframe vertices moved by node motions (the current ones by default): (V, 3)."""
         R = self.R if R is None else R
         t = self.t if t is None else t
-        # x_v = sum_k w_vk (R_k d_vk + g_k + t_k), as two sparse products over the nodes
-        x = self._rotate @ R.transpose(0, 2, 1).reshape(-1, 3) + self._translate @ (self.nodes + t)
-        return x
+        return self._moved_rows(self._rotate, self._translate, R, t)
+
+    def _moved_rows(self, rotate, translate, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The vertices of the rows of the maps ``rotate`` / ``translate`` moved by (R, t):
+        x_v = sum_k w_vk (R_k d_vk + g_k + t_k), as two sparse products over the nodes."""
+        return rotate @ R.transpose(0, 2, 1).reshape(-1, 3) + translate @ (self.nodes + t)
+
+    @staticmethod
+    def _turned_rows(turn, R: np.ndarray) -> np.ndarray:
+        """The normals of the rows of the map ``turn`` turned by R, unit."""
+        n = turn @ R.transpose(0, 2, 1).reshape(-1, 3)
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
     def _fit_warp(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
         """``warp`` of the fit's vertices only (S, 3)."""
-        return (self._fit_rotate @ R.transpose(0, 2, 1).reshape(-1, 3)
-                + self._fit_translate @ (self.nodes + t))
+        return self._moved_rows(self._fit_rotate, self._fit_translate, R, t)
 
     def _fit_normals(self, R: np.ndarray) -> np.ndarray:
         """``turned_normals`` of the fit's vertices only (S, 3)."""
-        n = self._fit_turn @ R.transpose(0, 2, 1).reshape(-1, 3)
-        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        return self._turned_rows(self._fit_turn, R)
 
     def turned_normals(self, R: np.ndarray | None = None) -> np.ndarray:
         """The keyframe normals turned by the node rotations: (V, 3) unit."""
-        R = self.R if R is None else R
-        n = self._turn @ R.transpose(0, 2, 1).reshape(-1, 3)
-        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        return self._turned_rows(self._turn, self.R if R is None else R)
 
     @property
     def warped(self) -> np.ndarray:
