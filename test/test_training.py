@@ -296,3 +296,41 @@ def test_a_shape_run_trains_new_shape_networks_and_keeps_the_motion(shards, tmp_
     with pytest.raises(TrainError, match="shape_encoder 'global' there, 'planes' here"):
         train(config(shards, tmp_path / "y", model=planes, sampling=sampling,
                      init_from=str(start / "last.pt")), progress=False)
+
+
+def test_a_shape_run_at_another_plane_resolution_starts_from_the_checkpoints_shape_networks(
+        shards, tmp_path):
+    """The feature planes' convolutions and MLPs do not depend on the planes' resolution: a shape
+    run that changes only plane_resolution (and shape_points) loads init_from's shape networks
+    and fine-tunes them, where another shape design starts afresh; a run that does not train the
+    shape networks still refuses another resolution."""
+    planes = ModelConfig(**{**TINY.to_dict(), "shape_encoder": "planes", "plane_resolution": 8,
+                            "plane_channels": 4, "shape_points": 200, "local_neighbors": 0})
+    sampling = WindowSampling(**{**SAMPLING.__dict__, "shape_points": 200})
+    base = tmp_path / "base"
+    train(config(shards, base, steps=2, val_every=2, model=planes, sampling=sampling,
+                 objective="shape", init_from=None), progress=False)
+    before = load_checkpoint(base / "last.pt").model.state_dict()
+    finer = ModelConfig(**{**planes.to_dict(), "plane_resolution": 16, "shape_points": 300})
+    finer_sampling = WindowSampling(**{**SAMPLING.__dict__, "shape_points": 300})
+    # lr 0: the run's weights are the ones it started from
+    train(config(shards, tmp_path / "finer", steps=1, val_every=1, lr=0.0, model=finer,
+                 sampling=finer_sampling, objective="shape", init_from=str(base / "last.pt")),
+          progress=False)
+    after = load_checkpoint(tmp_path / "finer" / "last.pt").model
+    assert after.config.plane_resolution == 16
+    weights = after.state_dict()
+    shape_keys = [k for k in before if k.startswith(("spatial_encoder.", "decoder."))]
+    assert shape_keys and all(torch.equal(before[k], weights[k]) for k in shape_keys)
+    fresh = OccupancyFlow(finer).state_dict()
+    assert any(not torch.equal(fresh[k], weights[k]) for k in shape_keys)
+    # trained, it moves away from them
+    train(config(shards, tmp_path / "tuned", steps=3, val_every=3, model=finer,
+                 sampling=finer_sampling, objective="shape", init_from=str(base / "last.pt")),
+          progress=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt").model.state_dict()
+    assert any(not torch.equal(before[k], tuned[k]) for k in shape_keys)
+    # the motion networks alone cannot take another resolution
+    with pytest.raises(TrainError, match="plane_resolution 8 there, 16 here"):
+        train(config(shards, tmp_path / "motion", model=finer, sampling=finer_sampling,
+                     init_from=str(base / "last.pt")), progress=False)

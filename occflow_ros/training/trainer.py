@@ -40,6 +40,10 @@ OBJECTIVES = ("full", "shape")
 # from its init_from checkpoint in them (the motion networks still load from it)
 _SHAPE_KEYS = ("shape_encoder", "plane_resolution", "plane_channels", "shape_points",
                "decoder_hidden", "decoder_blocks", "local_neighbors", "local_hidden")
+# of those, the ones that size no weight: the planes' convolutions and MLPs are the same at any
+# resolution and for any number of points, so a run that changes only these starts its shape
+# networks from init_from's (fine-tuned at the new resolution) rather than afresh
+_SHAPE_WEIGHTLESS = ("plane_resolution", "shape_points")
 
 
 class TrainError(ValueError):
@@ -69,7 +73,8 @@ class TrainConfig:
     device: str = "auto"
     # Fine-tuning: a checkpoint whose weights start this run (fresh optimizer and schedule). Its
     # networks must have this config's sizes; input_points and window_seconds may differ (they
-    # change no weight). Ignored on resume, which continues from out_dir/last.pt.
+    # change no weight), and so may plane_resolution and shape_points where the run trains the
+    # shape networks. Ignored on resume, which continues from out_dir/last.pt.
     init_from: str | None = None
     # The networks this run trains (names of OccupancyFlow's parts: spatial_encoder, decoder,
     # temporal_encoder, velocity); the others keep the weights they start with. None: all.
@@ -225,11 +230,13 @@ def _initial_weights(cfg: TrainConfig, device: torch.device
     # the rigid prior adds no weight: a checkpoint without it can start a run with it
     adds_rigid = mine["velocity_rigid"] and not theirs["velocity_rigid"]
     trains_shape = cfg.trainable is not None and set(SHAPE_NETWORKS) <= set(cfg.trainable)
-    fresh_shape = trains_shape and any(mine[k] != theirs[k] for k in _SHAPE_KEYS)
+    fresh_shape = trains_shape and any(mine[k] != theirs[k] for k in _SHAPE_KEYS
+                                       if k not in _SHAPE_WEIGHTLESS)
     differ = [f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in mine
               if k not in _WEIGHTLESS and mine[k] != theirs[k]
               and not (adds_rigid and k == "velocity_rigid")
-              and not (fresh_shape and k in _SHAPE_KEYS)]
+              and not (trains_shape and (fresh_shape or k in _SHAPE_WEIGHTLESS)
+                       and k in _SHAPE_KEYS)]
     if differ:
         raise TrainError(f"init_from {cfg.init_from}: its networks differ from this run's model "
                          f"config ({'; '.join(differ)}); set model to the checkpoint's sizes")
