@@ -93,6 +93,26 @@ def test_a_turning_sliding_body_is_followed_and_observed_points_map_back_to_the_
     assert np.linalg.norm(back - expected, axis=1).mean() < bound * still
 
 
+def test_points_given_at_the_keyframe_are_carried_to_now_as_the_body_moved():
+    """warp_points moves keyframe-time points (the hidden back included) as the fit moved the
+    body, and undoes keyframe_positions: what the tracker's keyframes read of earlier frames."""
+    rng = np.random.default_rng(2)
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    for s in np.linspace(0.0, 1.0, 11)[1:]:
+        graph.fit(seen(move(surface(1000, rng), s)), camera=CAMERA)
+    back_side = surface(2000, rng)
+    back_side = back_side[back_side[:, 1] > 0.05]  # never seen
+    truth = move(back_side, 1.0)
+    still = np.linalg.norm(back_side - truth, axis=1).mean()
+    err = np.linalg.norm(graph.warp_points(back_side) - truth, axis=1).mean()
+    assert still > 0.1 and err < 0.3 * still
+    observed = seen(move(surface(500, rng), 1.0))
+    round_trip = graph.warp_points(graph.keyframe_positions(observed))
+    gap = np.linalg.norm(round_trip - observed, axis=1)  # the nodes' blend is the nearest
+    assert np.median(gap) < 1e-4 and gap.max() < 0.01   # vertex's, now or at the keyframe
+
+
 def test_the_steps_end_when_a_frame_has_converged_and_pairs_can_be_kept_for_two_steps(
         monkeypatch):
     """min_decrease (default 0.01) ends a frame's steps once one lowers the energy by under 1 %:

@@ -653,3 +653,36 @@ def test_the_tracker_follows_its_object_when_a_depth_gap_parts_a_hand_from_the_b
     assert cluster >= 0.99 * everything
     cluster, everything = kept(0.0)
     assert 0.9 * 500 <= cluster <= 500 and everything > 1500
+
+
+def test_a_keyframe_due_reads_the_last_frames_carried_to_its_time_and_a_forced_one_not():
+    """tracker.keyframe_history: with the deformation graph (which can carry points forward) and
+    the shipped model (a shape network reading more points than the motion encoder), a keyframe
+    at the window's end is also given the last frames' points carried to its time; a keyframe
+    forced by a gap between frames is not (the segment no longer says where they went), nor is
+    any keyframe with the history off."""
+    from occflow_ros.model import load_checkpoint, shipped_model_path
+
+    checkpoint = load_checkpoint(shipped_model_path())
+
+    def keyframes(history: float) -> list[dict]:
+        tracker = Tracker(checkpoint, TrackerConfig(window_seconds=0.3, meshing=FAST_MESH,
+                                                    keyframe_history=history),
+                          device="cpu")
+        rng = np.random.default_rng(4)
+        stamps = [k / 30 for k in range(14)] + [2.0 + k / 30 for k in range(3)]
+        infos = []
+        for t in stamps:
+            mesh = tracker.feed(sphere_frame(t, rng, speed=0.3), t)
+            if mesh.info.get("keyframe"):
+                infos.append(dict(mesh.info, stamp=t))
+        return infos
+
+    with_history = keyframes(0.1)
+    assert [info["stamp"] for info in with_history] == [0.0, 9 / 30, 2.0]
+    assert "window" in with_history[1]["keyframe_reason"]  # due; the one at 2.0 s follows a gap
+    # the frames of the last 0.1 s (4 of them at 30 Hz), each its motion encoder's 300 points
+    assert 3 * 300 <= with_history[1]["keyframe_carried_points"] <= 4 * 300
+    assert "keyframe_carried_points" not in with_history[0]
+    assert "keyframe_carried_points" not in with_history[2]
+    assert all("keyframe_carried_points" not in info for info in keyframes(0.0))

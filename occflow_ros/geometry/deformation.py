@@ -216,6 +216,7 @@ class DeformationGraph:
         self._warped = v.copy()
         self._queries: list = []  # the last two queries (see _query)
         self._last_tree = None  # (tree, candidates, result) of the last _query that built one
+        self._keyframe_tree = None  # over the keyframe vertices, for warp_points (made on use)
 
     # -- construction ------------------------------------------------------------------------------
     @staticmethod
@@ -893,6 +894,19 @@ class DeformationGraph:
         if not np.isfinite(x).all():
             return None
         return x[self._band_unknowns].reshape(n, 6).astype(np.float64)
+
+    def warp_points(self, points: np.ndarray) -> np.ndarray:
+        """Points (M, 3) given at the keyframe moved as the graph moves its surface now: each by
+        the nodes and weights of its nearest keyframe vertex, x = sum_k w_k (R_k (y - g_k) + g_k +
+        t_k) (the inverse of ``keyframe_positions`` up to the blend). (M, 3) float64."""
+        y = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        if self._keyframe_tree is None:
+            self._keyframe_tree = cKDTree(self.vertices)
+        _, j = self._keyframe_tree.query(y)
+        nb, w = self.neighbours[j], self.weights[j]  # (M, k)
+        local = y[:, None, :] - self.nodes[nb]  # (M, k, 3)
+        moved = (self.R[nb] @ local[..., None])[..., 0] + self.nodes[nb] + self.t[nb]
+        return (w[..., None] * moved).sum(1)
 
     def keyframe_positions(self, points: np.ndarray) -> np.ndarray:
         """Where observed points (M, 3) were at the keyframe: each one's nearest warped vertex's

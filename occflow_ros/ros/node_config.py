@@ -221,6 +221,10 @@ PARAMETERS: Tuple[ParamSpec, ...] = (
        "CUDA)", choices=KEYFRAME_WORKERS),
     _P("tracker.input_correspondences", True, "carry the observed points back to the keyframe time "
        "every frame (~/input_correspondences; one backward ODE solve per frame)"),
+    _P("tracker.keyframe_history", 0.0, "a keyframe that falls due also reads the points of the "
+       "segment's frames of the last this many seconds, carried to its time by the deformation "
+       "graph (0: its own view only; docs/training.md, 'More of the body than one view shows')",
+       lo=0.0, hi=60.0),
     _P("tracker.chunk_size", 10_000, "points per network batch / ODE solve", lo=1, hi=10_000_000),
     _P("tracker.seed", 0, "seed of the input subsampling (reproducible runs)", lo=0, hi=2**31 - 1),
     _P("tracker.solver.method", "rk4", "ODE solver carrying the vertices between frames",
@@ -493,6 +497,7 @@ def tracker_config_from_parameters(values: Mapping[str, Any]) -> TrackerConfig:
             partial_max_seconds=v[t + "partial_max_seconds"],
             id_match_distance=v[t + "id_match_distance"],
             input_correspondences=v[t + "input_correspondences"],
+            keyframe_history=v[t + "keyframe_history"],
             async_keyframes=v[t + "async_keyframes"],
             keyframe_worker=v[t + "keyframe_worker"], solver=solver,
             correspondence_solver=correspondence_solver, chunk_size=v[t + "chunk_size"],

@@ -195,6 +195,11 @@ class TrackerConfig:
       distance (m), one-to-one, nearest pairs first; others get fresh ids.
     input_correspondences: carry the observed points back to the keyframe time every frame
       (per-input-point correspondences); costs one backward solve per frame.
+    keyframe_history: a keyframe that falls due (not one forced by a lost mesh or a gap) also
+      reads the points of the segment's frames of the last this many seconds, carried by the
+      segment's carrier to the keyframe's time: a body that turned shows the shape network sides
+      the keyframe's own view no longer sees. 0: the keyframe's own points only. Only carriers
+      that can carry points forward (the deformation graph) take part.
     async_keyframes: mesh keyframes in the background while the old mesh is carried on, so no
       frame waits for meshing (see Tracker); results then depend on timing.
     keyframe_worker: where background keyframes are meshed: "process" (a process of its own with
@@ -217,6 +222,7 @@ class TrackerConfig:
     partial_max_seconds: float = 1.0
     id_match_distance: float = 0.03
     input_correspondences: bool = True
+    keyframe_history: float = 0.0
     async_keyframes: bool = False
     keyframe_worker: str = "auto"
     solver: SolverConfig = field(default_factory=lambda: SolverConfig("rk4", step_size=0.1))
@@ -251,6 +257,7 @@ class TrackerConfig:
         _num("tracker", "partial_fraction", self.partial_fraction, 0.0, 1.0)
         _num("tracker", "partial_max_seconds", self.partial_max_seconds, 0.0, 3600.0)
         _num("tracker", "id_match_distance", self.id_match_distance, 0.0, 10.0, lo_open=True)
+        _num("tracker", "keyframe_history", self.keyframe_history, 0.0, 60.0)
         _num("tracker", "chunk_size", self.chunk_size, 1, 10_000_000, integer=True)
         _num("tracker", "seed", self.seed, 0, 2**63 - 1, integer=True)
         if not isinstance(self.input_correspondences, bool):

@@ -75,6 +75,9 @@ class _Segment:
     residual: float  # mean distance (m) of the keyframe's points to the keyframe's own mesh
     coverage: float  # mean distance (m) of the keyframe mesh's visible vertices to its points
     counts: deque = field(default_factory=lambda: deque(maxlen=_USUAL_COUNT_FRAMES))
+    # (stamp, the frame's model input points at the keyframe (N, 3) normalised) of the last
+    # ``keyframe_history`` seconds: what the next keyframe due may read besides its own view
+    history: deque = field(default_factory=deque)
 
 
 @dataclass
@@ -323,6 +326,9 @@ class Tracker:
 
         adopted = self._job is not None and self._job.future.done() and self._adopt(info)
         reason, gap = self._keyframe_reason(stamp)
+        # a keyframe that falls due on a tracked segment may read the segment's last frames;
+        # one forced by a gap or a lost mesh may not (the carried points are not to be trusted)
+        scheduled = reason is not None and not gap
         if reason is not None and not gap and partial is not None:
             info["keyframe_deferred"] = reason  # a keyframe from a partial frame would be half
             reason = None
@@ -333,7 +339,7 @@ class Tracker:
             else:
                 self._cancel_job()  # the old segment cannot bridge the gap: mesh here and now
         if reason is not None and self._background_ok(gap):
-            self._start_job(cleaned(), stamp, reason)
+            self._start_job(cleaned(), stamp, reason, self._carried(stamp, scheduled))
             reason, started_job = None, True
         if reason is None:
             mesh = self._track(observed, stamp, info)
@@ -342,7 +348,10 @@ class Tracker:
                 mesh = dataclasses.replace(mesh, topology_changed=True)
             reason = self._lost(info) if not adopted and self._job is None else None
             if reason is not None:
+                scheduled = False
                 seg = self._segment
+                if seg.history and seg.history[-1][0] == stamp:
+                    seg.history.pop()  # this frame's carrying is what went wrong
                 undone = seg.carrier.undo() if self._last is not None else None
                 if undone is not None:
                     # fall back to the last good state: the carrier as it was before this frame,
@@ -367,7 +376,8 @@ class Tracker:
                 self._job.pending.append((observed, stamp))
         if reason is not None:
             try:
-                mesh = self._keyframe(cleaned(), stamp, reason, info, should_stop)
+                mesh = self._keyframe(cleaned(), stamp, reason, info, should_stop,
+                                      self._carried(stamp, scheduled))
             except TrackingCancelled:
                 self.reset()
                 raise
@@ -424,12 +434,40 @@ class Tracker:
         x = norm.to_normalized(observed[idx])
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)[None]
 
-    def _keyframe_input(self, observed: np.ndarray) -> tuple[Normalization, torch.Tensor]:
+    def _keyframe_input(self, observed: np.ndarray, carried: np.ndarray | None = None
+                        ) -> tuple[Normalization, torch.Tensor]:
         """A keyframe's normalisation (fitted to its points) and the model's input points in it
         (``keyframe_points`` of them: the shape network's; the first ``input_points`` are the
-        motion encoder's)."""
+        motion encoder's). carried (M, 3) metres: earlier frames' points carried to this time
+        (``_carried``); the shape network's points beyond the motion encoder's are then drawn
+        from the keyframe's own and these together, where they fall in the meshed cube."""
         norm = fit_normalization(observed, padding=self.margin)
+        extra = self.keyframe_points - self.input_points
+        if carried is not None and len(carried) and extra > 0:
+            inside = norm.to_normalized(carried)
+            inside = inside[(np.abs(inside) <= 0.5).all(1)]
+            if len(inside):
+                both = np.concatenate([norm.to_normalized(observed), inside])
+                x = self._model_input(observed, norm, self.input_points)
+                idx = self._rng.choice(len(both), size=extra, replace=len(both) < extra)
+                rest = torch.from_numpy(np.ascontiguousarray(both[idx], np.float32))
+                return norm, torch.cat([x, rest.to(self.device)[None]], dim=1)
         return norm, self._model_input(observed, norm, self.keyframe_points)
+
+    def _carried(self, stamp: float, scheduled: bool) -> np.ndarray | None:
+        """The model input points of the segment's frames of the last ``keyframe_history``
+        seconds, carried to the last tracked frame's time (metres, the sensor frame), for a
+        keyframe that fell due (``scheduled``); None where there are none, the keyframe was forced
+        (a gap, a lost mesh: what was carried is not to be trusted) or the carrier cannot carry
+        points forward."""
+        seg = self._segment
+        if not scheduled or seg is None or self.config.keyframe_history <= 0:
+            return None
+        recent = [y for t, y in seg.history if stamp - t <= self.config.keyframe_history]
+        if not recent:
+            return None
+        moved = seg.carrier.forward(np.concatenate(recent))
+        return None if moved is None else seg.norm.to_metres(moved)
 
     def _autocast(self):
         return self._ctx.autocast()  # the carriers' own: one place decides the precision
@@ -514,9 +552,13 @@ class Tracker:
             coverage=coverage, counts=deque([len(build.observed)], maxlen=_USUAL_COUNT_FRAMES))
 
     def _keyframe(self, observed: np.ndarray, stamp: float, reason: str, info: dict,
-                  should_stop: Optional[Callable[[], bool]] = None) -> TrackedMesh | None:
+                  should_stop: Optional[Callable[[], bool]] = None,
+                  carried: np.ndarray | None = None) -> TrackedMesh | None:
         """A keyframe meshed here and now: the result is the keyframe mesh at ``stamp``."""
-        build = self._build(observed, stamp, reason, *self._keyframe_input(observed), should_stop)
+        if carried is not None:
+            info["keyframe_carried_points"] = len(carried)
+        build = self._build(observed, stamp, reason, *self._keyframe_input(observed, carried),
+                            should_stop)
         info["keyframe_queries"] = build.queries
         info["keyframe_ms"] = 1e3 * build.seconds
         if len(build.faces) == 0:
@@ -541,8 +583,10 @@ class Tracker:
             info=info)
 
     # -- keyframes in the background (config.async_keyframes) --------------------------------------
-    def _start_job(self, observed: np.ndarray, stamp: float, reason: str) -> None:
-        norm, x = self._keyframe_input(observed)  # here: the generator is not thread-safe
+    def _start_job(self, observed: np.ndarray, stamp: float, reason: str,
+                   carried: np.ndarray | None = None) -> None:
+        # here: the generator is not thread-safe
+        norm, x = self._keyframe_input(observed, carried)
         if self._process is not None:
             future = self._process.submit(observed, stamp, reason, norm, x)
             self._job = _KeyframeJob(future, self._process.cancel, stamp)
@@ -625,10 +669,18 @@ class Tracker:
         t2 = time.perf_counter()
         info["checks_ms"] = 1e3 * (t2 - t1)
         seen = seg.norm.to_metres(x[0].float().cpu().numpy())  # the points the model was given
-        keyframe_points = None
+        keyframe_points = back = None
         if self.config.input_correspondences:
-            keyframe_points = seg.norm.to_metres(seg.carrier.back(x, t_now))
+            back = seg.carrier.back(x, t_now)
+            keyframe_points = seg.norm.to_metres(back)
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
+        history = self.config.keyframe_history
+        if history > 0:
+            if back is None:
+                back = seg.carrier.back(x, t_now)
+            seg.history.append((stamp, np.asarray(back, np.float32)))
+            while seg.history and stamp - seg.history[0][0] > history:
+                seg.history.popleft()
         return TrackedMesh(
             stamp=stamp, keyframe_stamp=seg.key_stamp, keyframe_id=seg.keyframe_id, run=self.resets,
             vertices=vertices_m, faces=seg.faces, vertex_ids=seg.ids,

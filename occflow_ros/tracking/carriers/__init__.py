@@ -107,6 +107,12 @@ class Carrier(ABC):
         """The vertices before the last carry, restoring that state; None: not possible."""
         return None
 
+    def forward(self, y: np.ndarray) -> Optional[np.ndarray]:
+        """Where points y (N, 3) normalised, given at the keyframe (``back``'s output), are now
+        (at the last carried time): (N, 3) float32 normalised; None: this carrier cannot say
+        (the keyframe then takes no points of earlier frames)."""
+        return None
+
     #: Whether every frame's points need the outlier stage before ``carry`` (registration to the
     #: keyframe's points does; a fit with a distance gate leaves stray points out by itself, so
     #: only keyframe frames get the stage).

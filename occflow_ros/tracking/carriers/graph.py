@@ -66,6 +66,9 @@ class GraphCarrier(Carrier):
     def back(self, x: torch.Tensor, t: float) -> np.ndarray:
         return self.graph.keyframe_positions(x[0].float().cpu().numpy()).astype(np.float32)
 
+    def forward(self, y: np.ndarray) -> Optional[np.ndarray]:
+        return np.asarray(self.graph.warp_points(y), np.float32)
+
     def undo(self) -> Optional[np.ndarray]:
         """The graph as it was before the last fit (its time stays the last frame's, so the next
         frame's rigid stage is bounded by the time since that frame)."""
