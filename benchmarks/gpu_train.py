@@ -4,8 +4,10 @@
 
 1. the training windows: ``occflow-make-dataset`` with one worker per core (the same command as
    docs/training.md's, which a 2-core CPU makes in ~20 minutes), and the validation windows;
-2. ``config/train_planes.yaml`` trained on the GPU (data loading in worker processes on the
-   cores), the same configuration and seed as the CPU run, only faster;
+2. ``--config`` (default ``config/train_planes.yaml``, the shipped shape network's run;
+   ``config/train_planes64.yaml`` fine-tunes 64^2 planes from the shipped model) trained on the
+   GPU (data loading in worker processes on the cores), the same configuration and seed as the
+   CPU run, only faster;
 3. into DIR: last.pt and best.pt without optimizer state (ready to ship: they load with
    ``weights_only=True``), log.jsonl, and curve.md (validation IoU at the keyframe against steps,
    and the time each part took).
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="directory for the checkpoints and curve")
     parser.add_argument("--work", default="runs/gpu-train", help="data and run directory")
     parser.add_argument("--quick", action="store_true", help="CPU dry run: 2 shards of 4 windows, 6 steps")
+    parser.add_argument("--config", default="config/train_planes.yaml",
+                        help="the training configuration (default config/train_planes.yaml)")
     args = parser.parse_args(argv)
     import torch
 
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                               *DATASET])
     import yaml
 
-    settings = yaml.safe_load((REPO / "config" / "train_planes.yaml").read_text())
+    settings = yaml.safe_load((REPO / args.config).read_text())
     settings.update(train_data=[str(work / "train")], val_data=[str(work / "val")],
                     out_dir=str(work / "run"), device=device,
                     num_workers=0 if args.quick else max(1, min(12, cores - 2)))
