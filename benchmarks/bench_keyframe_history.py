@@ -30,14 +30,10 @@ MOTIONS = (("arm_waves", 1.5), ("jumping_jacks", 1.0), ("punching", 1.5))
 
 def turning_person(seed: int, motion: str, yaw_rate: float):
     from occflow_ros.data import MotionRanges
-    from occflow_ros.data.world import make_shape, shape_from_description
+    from occflow_ros.data.world import make_shape, turning
 
-    shape = make_shape("human", seed, motion=motion, ranges=MotionRanges(amplitude=(1.0, 1.2)),
-                       duration=2.0)
-    description = shape.describe()
-    description["parameters"]["global_motion"] = {"yaw0": 0.0, "yaw_rate": yaw_rate,
-                                                  "drift": (0.0, 0.0, 0.0)}
-    return shape_from_description(description)
+    return turning(make_shape("human", seed, motion=motion,
+                              ranges=MotionRanges(amplitude=(1.0, 1.2)), duration=2.0), yaw_rate)
 
 
 def iou_at(shape, camera, t: float, mesh, seed: int) -> float:

@@ -345,3 +345,21 @@ def test_invalid_parameters_name_the_key():
         Human.random(0).occupancy(np.zeros((4, 2)), 0.0)
     with pytest.raises(ShapeError, match="seed"):
         Human.random(-3)
+
+
+def test_a_turning_copy_turns_about_the_vertical_and_drifts_with_the_same_motion():
+    """world.turning: the same body and motion, its global motion replaced by a turn at yaw_rate
+    rad/s about the vertical and a drift; with yaw_rate 0 and no drift, the shape itself."""
+    from scipy.spatial.transform import Rotation
+
+    from occflow_ros.data.world import turning
+
+    shape = make_shape("human", 11, motion="punching", duration=2.0)
+    still = turning(shape, 0.0)
+    turned = turning(shape, 1.0, drift=(0.1, 0.0, 0.0))
+    assert turned.describe()["parameters"]["global_motion"]["yaw_rate"] == 1.0
+    v, f = still.mesh(0.5)
+    moved, moved_faces = turned.mesh(0.5)
+    assert np.array_equal(f, moved_faces) and np.allclose(v, shape.mesh(0.5)[0])
+    expected = Rotation.from_rotvec([0.0, 0.0, 0.5]).apply(v) + np.array([0.05, 0.0, 0.0])
+    assert np.abs(moved - expected).max() < 1e-9

@@ -15,7 +15,7 @@ import pytest
 from occflow_ros.data import MotionRanges
 from occflow_ros.data.dfaust import dfaust_window_record, load_dfaust_sequence
 from occflow_ros.data.synthetic import SyntheticConfig, random_camera, window_record
-from occflow_ros.data.world import make_shape, shape_from_description
+from occflow_ros.data.world import make_shape, turning
 from occflow_ros.evaluation.evaluate import evaluate_records
 from occflow_ros.model import load_checkpoint, shipped_model_path
 from occflow_ros.tracking import MeshingConfig, TrackerConfig
@@ -34,10 +34,7 @@ def person(motion: str, seed: int, yaw_rate: float):
     rad/s about the vertical."""
     shape = make_shape("human", seed, motion=motion, ranges=MotionRanges(amplitude=(1.0, 1.2)),
                        duration=2.0)
-    description = shape.describe()
-    description["parameters"]["global_motion"] = {"yaw0": 0.0, "yaw_rate": yaw_rate,
-                                                  "drift": (0.1, 0.0, 0.0)}
-    return shape_from_description(description)
+    return turning(shape, yaw_rate, drift=(0.1, 0.0, 0.0))
 
 
 def synthetic_windows(motion: str, yaw_rate: float, seeds=(11, 12)):

@@ -12,7 +12,8 @@ from .human import HUMAN_MOTIONS, BodyParams, Human, HumanMotion
 from .ranges import MotionRanges
 from .shape import DeformedShape, GlobalMotion
 
-__all__ = ["SHAPE_FAMILIES", "FAMILY_MOTIONS", "make_shape", "random_shape", "shape_from_description"]
+__all__ = ["SHAPE_FAMILIES", "FAMILY_MOTIONS", "make_shape", "random_shape", "shape_from_description",
+           "turning"]
 
 #: family name -> class; each class has ``random(seed, *, ranges, global_motion, duration, ...)``.
 SHAPE_FAMILIES: dict[str, type[DeformedShape]] = {
@@ -125,3 +126,13 @@ def shape_from_description(description: dict) -> DeformedShape:
                    mesh_voxel=description.get("mesh_voxel"), seed=description.get("seed"))
     except (KeyError, TypeError) as exc:
         raise ShapeError(f"malformed shape description: {exc!r}") from exc
+
+
+def turning(shape: DeformedShape, yaw_rate: float, drift=(0.0, 0.0, 0.0)) -> DeformedShape:
+    """The same shape and motion, with its global motion replaced: turning about the vertical at
+    ``yaw_rate`` rad/s from yaw 0 and drifting at ``drift`` m/s (a person turning in front of a
+    fixed camera: the tests' and benchmarks' scene for flips and for views of other sides)."""
+    description = shape.describe()
+    description["parameters"]["global_motion"] = {"yaw0": 0.0, "yaw_rate": float(yaw_rate),
+                                                  "drift": tuple(float(d) for d in drift)}
+    return shape_from_description(description)
