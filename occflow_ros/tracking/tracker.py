@@ -457,17 +457,16 @@ class Tracker:
     def _carried(self, stamp: float, scheduled: bool) -> np.ndarray | None:
         """The model input points of the segment's frames of the last ``keyframe_history``
         seconds, carried to the last tracked frame's time (metres, the sensor frame), for a
-        keyframe that fell due (``scheduled``); None where there are none, the keyframe was forced
-        (a gap, a lost mesh: what was carried is not to be trusted) or the carrier cannot carry
-        points forward."""
+        keyframe that fell due (``scheduled``); None where there are none (also where the carrier
+        cannot carry points forward: it keeps none) or the keyframe was forced (a gap, a lost
+        mesh: what was carried is not to be trusted)."""
         seg = self._segment
         if not scheduled or seg is None or self.config.keyframe_history <= 0:
             return None
         recent = [y for t, y in seg.history if stamp - t <= self.config.keyframe_history]
         if not recent:
             return None
-        moved = seg.carrier.forward(np.concatenate(recent))
-        return None if moved is None else seg.norm.to_metres(moved)
+        return seg.norm.to_metres(seg.carrier.forward(np.concatenate(recent)))
 
     def _autocast(self):
         return self._ctx.autocast()  # the carriers' own: one place decides the precision
@@ -675,7 +674,7 @@ class Tracker:
             keyframe_points = seg.norm.to_metres(back)
             info["correspondence_ms"] = 1e3 * (time.perf_counter() - t2)
         history = self.config.keyframe_history
-        if history > 0:
+        if history > 0 and seg.carrier.forwards_points:
             if back is None:
                 back = seg.carrier.back(x, t_now)
             seg.history.append((stamp, np.asarray(back, np.float32)))

@@ -107,11 +107,14 @@ class Carrier(ABC):
         """The vertices before the last carry, restoring that state; None: not possible."""
         return None
 
-    def forward(self, y: np.ndarray) -> Optional[np.ndarray]:
+    def forward(self, y: np.ndarray) -> np.ndarray:
         """Where points y (N, 3) normalised, given at the keyframe (``back``'s output), are now
-        (at the last carried time): (N, 3) float32 normalised; None: this carrier cannot say
-        (the keyframe then takes no points of earlier frames)."""
-        return None
+        (at the last carried time): (N, 3) float32 normalised. Only where ``forwards_points``."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry points forward")
+
+    #: Whether ``forward`` can say where keyframe-time points are now (the tracker keeps the last
+    #: frames' points for the next keyframe only then: ``tracker.keyframe_history``).
+    forwards_points = False
 
     #: Whether every frame's points need the outlier stage before ``carry`` (registration to the
     #: keyframe's points does; a fit with a distance gate leaves stray points out by itself, so

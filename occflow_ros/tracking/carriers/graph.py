@@ -21,6 +21,7 @@ class GraphCarrier(Carrier):
     """The segment's deformation graph, and the velocity field as its prior where configured."""
 
     clean_frames = False  # the fit leaves stray points out by its distance gate
+    forwards_points = True
 
     def __init__(self, ctx: CarrierContext, start: SegmentStart) -> None:
         super().__init__(ctx, start)
@@ -66,7 +67,7 @@ class GraphCarrier(Carrier):
     def back(self, x: torch.Tensor, t: float) -> np.ndarray:
         return self.graph.keyframe_positions(x[0].float().cpu().numpy()).astype(np.float32)
 
-    def forward(self, y: np.ndarray) -> Optional[np.ndarray]:
+    def forward(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(self.graph.warp_points(y), np.float32)
 
     def undo(self) -> Optional[np.ndarray]:
