@@ -216,6 +216,29 @@ def test_the_rigid_stage_never_keeps_a_pose_that_explains_the_frame_worse_than_i
         assert graph.explained(points, camera=CAMERA) <= before + 1e-3
 
 
+def test_the_rigid_stage_runs_only_when_the_frame_is_explained_worse_than_the_last_one():
+    """A frame that the last fit, carried on, explains as well as that fit explained its own frame
+    skips the rigid stage (it could not clear its margin: the time goes to the non-rigid steps);
+    a frame where the body jumped runs it, and the mesh goes with the body."""
+    rng = np.random.default_rng(6)
+    vertices, faces = ellipsoid_mesh()
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    graph.fit(seen(surface(2000, rng)), camera=CAMERA)
+    assert graph.last_rigid_ran  # the first fit has no last one to compare with
+    graph.fit(seen(surface(2000, rng)), camera=CAMERA)
+    assert not graph.last_rigid_ran and not graph.last_rigid_accepted
+    turned = Rotation.from_rotvec([0.0, 0.1, 0.0])
+    graph.fit(seen(turned.apply(surface(2000, rng))), camera=CAMERA, max_rotation=0.15)
+    assert graph.last_rigid_ran and graph.last_rigid_accepted
+    assert abs(Rotation.from_matrix(graph.R[0]).as_rotvec()[1] - 0.1) < 0.03
+    # with the gate off the stage runs on every frame
+    graph = DeformationGraph(vertices, faces, spacing=0.07)
+    graph.rigid_gate = 0.0
+    for _ in range(2):
+        graph.fit(seen(surface(2000, rng)), camera=CAMERA)
+        assert graph.last_rigid_ran
+
+
 def test_revert_restores_the_state_before_the_last_fit():
     rng = np.random.default_rng(4)
     vertices, faces = ellipsoid_mesh()

@@ -35,7 +35,8 @@ assembled block by block and solved exactly by a banded Cholesky factorisation, 
 reverse Cuthill-McKee order once per graph so the band is narrow. Before the per-node steps a rigid
 stage solves the same data term for one motion of the whole graph: its step is bounded by ``max_rotation`` (rad) and
 ``max_translation`` per frame, and it is kept only when it explains the frame better than the state
-it started from, so no single frame can turn the mesh away.
+it started from, so no single frame can turn the mesh away. It runs only on a frame that the start explains
+worse than the last fit explained its own (by more than its margin): otherwise it could not gain.
 
 The data terms may hold a voxel subsample of the vertices (``fit_vertices``: their cost goes with
 the vertices they hold); the fit's node motions move every vertex. Momentum continues each node's
@@ -69,14 +70,10 @@ OBSERVABLE_TURN = (0.2, 0.4)
 
 def so3_exp(r: np.ndarray) -> np.ndarray:
     """Rotation matrices (N, 3, 3) from axis-angle vectors (N, 3) (Rodrigues; exact at 0)."""
+    from scipy.spatial.transform import Rotation
+
     r = np.asarray(r, dtype=np.float64).reshape(-1, 3)
-    theta2 = (r * r).sum(-1)[:, None, None]
-    small = theta2 < 1e-12
-    theta = np.sqrt(np.where(small, 1.0, theta2))
-    a = np.where(small, 1.0 - theta2 / 6.0, np.sin(theta) / theta)
-    b = np.where(small, 0.5 - theta2 / 24.0, (1.0 - np.cos(theta)) / np.where(small, 1.0, theta2))
-    k = _skew(r)
-    return np.eye(3) + a * k + b * (k @ k)
+    return Rotation.from_rotvec(r).as_matrix().reshape(-1, 3, 3)
 
 
 def _skew(r: np.ndarray) -> np.ndarray:
@@ -194,6 +191,7 @@ class DeformationGraph:
         self.last_pairs = 0
         self.last_steps = 0  # Levenberg-Marquardt steps the last fit took
         self.last_rigid_accepted = True
+        self.last_rigid_ran = True  # False where the last fit skipped it (_start_explains)
         self.last_timings: dict = {}  # seconds of the last fit's stages
         self.momentum = float(momentum)
         # the rigid stage: pairs within twice max_distance (it must reach a whole frame's motion),
@@ -206,6 +204,7 @@ class DeformationGraph:
         # turning 0.04 rad a frame ended at 0.60 of the still mesh's error instead of 0.16)
         self.rigid_distance = 2 * self.max_distance
         self.rigid_margin = 0.05
+        self.rigid_gate = self.rigid_margin  # see _start_explains (0: the stage always runs)
         self.rigid_sliding = 0.01
         self._previous = None  # ((R, t) before the last fit, its dt)
         # the turns of the whole graph the last fit's data could not see (3, 3; see
@@ -213,6 +212,7 @@ class DeformationGraph:
         self._unseen_turn = np.zeros((3, 3))
         self._pair_geometry = None  # (paired vertices, their normals, pair counts) of the last fit
         self._before = None  # what revert() restores
+        self._fit_score = None  # the last fit's score of its last pairs (the rigid stage's gate)
         self._warped = v.copy()
         self._queries: list = []  # the last two queries (see _query)
         self._last_tree = None  # (tree, candidates, result) of the last _query that built one
@@ -561,9 +561,11 @@ class DeformationGraph:
             return self._warped
         t0 = time.perf_counter()
         before = (self.R.copy(), self.t.copy())
-        self._before = (before, self._previous, self._warped, self._unseen_turn)
+        self._before = (before, self._previous, self._warped, self._unseen_turn, self._fit_score)
         self._extrapolate(dt)
-        if self.rigid_iterations:
+        self.last_rigid_accepted = False
+        self.last_rigid_ran = bool(self.rigid_iterations) and not self._start_explains(p, cam, pred)
+        if self.last_rigid_ran:
             bounds = (self.max_rotation if max_rotation is None else float(max_rotation),
                       self.max_translation if max_translation is None else float(max_translation))
             self._rigid_stage(p, cam, pred, *bounds)
@@ -580,7 +582,8 @@ class DeformationGraph:
         """Undo the last ``fit`` (the state before it, as if that frame had not come); returns the
         warped vertices (V, 3) of that state."""
         if self._before is not None:
-            (self.R, self.t), self._previous, self._warped, self._unseen_turn = self._before
+            ((self.R, self.t), self._previous, self._warped, self._unseen_turn,
+             self._fit_score) = self._before
             self._before = None
         return self._warped
 
@@ -618,6 +621,19 @@ class DeformationGraph:
 
     def _score(self, dist: np.ndarray) -> float:
         return float(np.minimum(dist, 2 * self.max_distance).mean())
+
+    def _start_explains(self, p: np.ndarray, cam, pred) -> bool:
+        """Whether the frame's start (the last fit, continued by momentum) explains its points
+        within ``rigid_gate`` of how well the last fit explained its own frame: then the rigid
+        stage is skipped, since it could not clear its own margin (``rigid_margin``, which the gate
+        equals): its best is about the last fit's score. Its start query is the non-rigid stage's
+        first, so a skip saves the stage's steps and queries (on held-out people about half the
+        frames skip it: the fit 6 % cheaper, docs/tracking.md "Cost"). Never with a motion prior
+        (its prediction is a start of the rigid stage) or without a last fit to compare with."""
+        if self.rigid_gate <= 0 or pred is not None or self._fit_score is None:
+            return False
+        start = self._score(self._query(self.R, self.t, p, cam)[2])
+        return start <= (1.0 + self.rigid_gate) * self._fit_score
 
     def _rigid_stage(self, p: np.ndarray, cam, pred, max_rotation: float,
                      max_translation: float) -> None:
@@ -728,6 +744,7 @@ class DeformationGraph:
                 self.last_pairs = pairs
                 if pairs < 3:
                     return
+                self._fit_score = self._score(dist)
                 self._pair_geometry = (x[vid], normals[vid], counts)
                 if point_tree is not None:
                     covered = self._coverage_pairs(point_tree, x, normals, p, cam, vid)
