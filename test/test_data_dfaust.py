@@ -61,6 +61,38 @@ def test_simulated_single_view_sees_the_near_side_only(sequence):
     assert record.meta["normalization"]["scale"] == pytest.approx(float(sequence.scale[0]))
 
 
+def test_the_view_sees_what_a_depth_camera_sees_one_point_per_pixel():
+    """dfaust_visible_rows is a z-buffer at the synthetic world's camera (320x240, 69 degrees): a
+    sheet hidden behind a nearer one is not seen where the nearer one covers it and is seen beside
+    it, the inside of a bowl that opens towards the camera is seen down to its bottom (concave
+    parts, which the hidden-point removal used before missed), and no pixel holds two points."""
+    from occflow_ros.data.dfaust import dfaust_visible_rows
+
+    rng = np.random.default_rng(0)
+    pose = np.eye(4)  # the optical frame is the world: the camera looks along +z
+    xy = rng.uniform(-0.3, 0.3, size=(40_000, 2))
+    front = np.column_stack([xy[:, 0] - 0.2, xy[:, 1], np.full(len(xy), 2.0)])  # x in -0.5..0.1
+    back = np.column_stack([xy[:, 0], xy[:, 1], np.full(len(xy), 2.5)])  # x in -0.3..0.3
+    rows = dfaust_visible_rows(np.concatenate([front, back]), pose)
+    seen_back = back[rows[rows >= len(front)] - len(front)]
+    # the back sheet is seen only beside the front one: beyond the front's edge (x = 0.1 at 2 m),
+    # x > 0.125 at 2.5 m, a strip of ~16 x 55 pixels
+    assert len(seen_back) > 600 and seen_back[:, 0].min() > 0.11
+    seen_front = rows[rows < len(front)]
+    # one point per pixel: the front sheet covers ~0.6 m x 0.6 m at 2 m, (0.3 * 231 px)^2 / m^2
+    focal = 320 / (2 * np.tan(np.deg2rad(69.0) / 2))
+    pixels = (0.6 * focal / 2.0) ** 2
+    assert 0.8 * pixels < len(seen_front) <= pixels * 1.05
+    # a bowl of radius 0.3 m opening towards the camera, its bottom 2.5 m away
+    d = rng.normal(size=(60_000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    d[:, 2] = np.abs(d[:, 2])  # the far half of a sphere: seen from inside
+    bowl = d * 0.3 + np.array([0.0, 0.0, 2.2])
+    seen = bowl[dfaust_visible_rows(bowl, pose)]
+    assert seen[:, 2].max() > 2.49  # its bottom
+    assert np.mean(np.linalg.norm(seen[:, :2], axis=1) < 0.15) > 0.15  # and the middle, not the rim only
+
+
 def test_bad_sequence_folders_are_named(tmp_path):
     with pytest.raises(DataError, match="no such sequence folder"):
         load_dfaust_sequence(tmp_path / "nope")

@@ -146,7 +146,7 @@ def dfaust_ground_truth(seq: DFaustSequence, *, seed: int = 0, distance: float =
 
     The camera and its visibility are :func:`~occflow_ros.data.dfaust.dfaust_window_record`'s: a
     camera ``distance`` m from the body's frame-0 centre at ``azimuth``, ``eye_height`` m above it;
-    each frame it sees the points that hidden-point removal finds visible, with depth noise
+    each frame it sees the points its pixel grid sees (one per pixel), with depth noise
     ``noise_k * z^2`` (``seed`` draws it): an unorganized (N, 3) cloud of everything visible (the
     tracker filters it as it filters a camera's cloud). Frames at ``fps`` (D-FAUST: 60).
     Truth: the registration rows themselves (``surface_points`` of them drawn once, 0: all), id =
@@ -176,7 +176,7 @@ def dfaust_ground_truth(seq: DFaustSequence, *, seed: int = 0, distance: float =
 
     def frames() -> Iterator[GroundTruthFrame]:
         for t in range(seq.frames):
-            visible = np.sort(dfaust_visible_rows(seq.points[t], pose, radius=100.0 * distance))
+            visible = dfaust_visible_rows(seq.points[t], pose)
             cloud = dfaust_depth_noise(to_optical(seq.points[t][visible]), rng, noise_k)
             occ_points = occ_inside = None
             if seq.occ is not None:
