@@ -95,6 +95,37 @@ def test_training_samples_are_causal_irregular_and_normalised_from_the_keyframe(
     assert batch["frame_mask"].sum(1).tolist() == [len(ds[i]["times"]) for i in range(3)]
 
 
+def test_training_keyframes_can_lose_a_band_across_the_image_as_a_camera_leaves_one(shards):
+    """sampling.shape_gaps: that share of training samples' keyframe points (shape_inputs) lose a
+    straight band across the image, 4-12 cm wide; validation samples never do."""
+    from occflow_ros.data.windows import drop_band
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.linspace(-0.3, 0.3, 61), np.linspace(-0.9, 0.9, 181)), -1)
+    sheet = np.column_stack([grid.reshape(-1, 2), np.full(61 * 181, 2.0)])  # a body's front
+    for _ in range(20):
+        kept = drop_band(sheet, rng)
+        assert 0.5 * len(sheet) <= len(kept) < len(sheet)
+        # what is gone is one straight strip: the removed points lie within ~6 cm of a line (the
+        # strip's half-width at most, its direction as the principal axis finds it)
+        gone = np.array(sorted(set(map(tuple, sheet)) - set(map(tuple, kept))))[:, :2]
+        centred = gone - gone.mean(0)
+        across = np.linalg.svd(centred, full_matrices=False)[2][1]
+        assert np.abs(centred @ across).max() < 0.065
+    records = load_records([shards / "train"])
+    gappy = WindowSampling(**{**SAMPLING.__dict__, "shape_points": 200, "shape_gaps": 1.0})
+    plain = WindowSampling(**{**SAMPLING.__dict__, "shape_points": 200})
+    lost = []
+    for training in (True, False):
+        a = WindowDataset(records, gappy, seed=1, train=training, length=10)
+        b = WindowDataset(records, plain, seed=1, train=training, length=10)
+        lost.append(sum(not np.array_equal(a[i]["shape_inputs"], b[i]["shape_inputs"])
+                        for i in range(10)))
+    assert lost[0] >= 8 and lost[1] == 0
+    with pytest.raises(DataError, match="shape_gaps"):
+        WindowSampling(shape_gaps=1.5)
+
+
 def test_optimising_a_fixed_batch_reduces_the_loss(shards):
     torch.manual_seed(0)
     ds = WindowDataset(load_records([shards / "train"]), SAMPLING, seed=0, train=True, length=8)

@@ -27,6 +27,11 @@ class WindowSampling:
       1 - margin of the unit cube, leaving room for the unseen back and for motion in the window.
     shape_points: points of the keyframe given to the shape network (samples get ``shape_inputs``);
       0: the shape network reads the keyframe's ``input_points`` (``inputs[0]``).
+    shape_gaps: in training, the share of samples whose keyframe points (``shape_inputs``) lose a
+      band across the image (a straight strip 4-12 cm wide at a random angle through a random
+      point, at most half the points): what a real depth camera leaves where a surface returns no
+      light (dark cloth, hair, a strap) or hides a fold, so the shape network learns that a gap is
+      not missing body depth (docs/training.md, "The D-FAUST view"). 0: off.
     """
 
     input_points: int = 512
@@ -37,8 +42,11 @@ class WindowSampling:
     window_seconds: float = 1.0
     margin: float = 0.15
     shape_points: int = 0
+    shape_gaps: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.shape_gaps <= 1.0:
+            raise DataError(f"shape_gaps must be in [0, 1], got {self.shape_gaps}")
         if not 1 <= self.input_points <= 100_000:
             raise DataError(f"input_points must be in [1, 100000], got {self.input_points}")
         if not 0 <= self.shape_points <= 100_000:
@@ -50,6 +58,20 @@ class WindowSampling:
             raise DataError("occ_points and corr_points must be >= 1")
         if not self.window_seconds > 0:
             raise DataError(f"window_seconds must be > 0, got {self.window_seconds}")
+
+
+def drop_band(points: np.ndarray, rng: np.random.Generator, width=(0.04, 0.12),
+              keep: float = 0.5) -> np.ndarray:
+    """The points (N, 3) of a camera's optical frame (z along the view) less a straight band across
+    the image: the points within ``width`` (metres, drawn uniformly) of a line in the x-y plane at a
+    random angle through a random point; the input itself where that would leave fewer than
+    ``keep`` of them."""
+    angle = rng.uniform(0.0, np.pi)
+    across = np.array([np.cos(angle), np.sin(angle)])
+    offset = points[:, :2] @ across
+    centre = offset[rng.integers(len(points))]
+    kept = points[np.abs(offset - centre) > 0.5 * rng.uniform(*width)]
+    return kept if len(kept) >= keep * len(points) else points
 
 
 def keyframe_normalization(points: np.ndarray, margin: float):
@@ -140,6 +162,8 @@ class WindowDataset(torch.utils.data.Dataset):
         shape_inputs = None
         if s.shape_points:
             pts = record.frame_points[0]
+            if self.train and s.shape_gaps and rng.random() < s.shape_gaps:
+                pts = drop_band(pts, rng)
             idx = rng.choice(len(pts), size=s.shape_points, replace=len(pts) < s.shape_points)
             shape_inputs = norm.to_normalized(pts[idx]).astype(np.float32)
         times = (record.frame_times[frames] / s.window_seconds).astype(np.float32)
