@@ -90,7 +90,8 @@ def test_the_view_sees_what_a_depth_camera_sees_one_point_per_pixel():
     bowl = d * 0.3 + np.array([0.0, 0.0, 2.2])
     seen = bowl[dfaust_visible_rows(bowl, pose)]
     assert seen[:, 2].max() > 2.49  # its bottom
-    assert np.mean(np.linalg.norm(seen[:, :2], axis=1) < 0.15) > 0.15  # and the middle, not the rim only
+    # and its middle, not the rim only
+    assert np.mean(np.linalg.norm(seen[:, :2], axis=1) < 0.15) > 0.15
 
 
 def test_bad_sequence_folders_are_named(tmp_path):

@@ -132,10 +132,10 @@ def dfaust_visible_rows(points: np.ndarray, camera_to_world: np.ndarray, *, widt
     """Sorted indices (int64) of the ``(N, 3)`` world points a depth camera at ``camera_to_world``
     sees, as its pixel grid sees them: the points are projected into a ``width`` x ``height`` image
     (horizontal field of view ``fov_x_deg``: the synthetic world's camera), each pixel keeps its
-    nearest point, and a pixel's point is dropped where a neighbouring pixel (3 x 3) holds a surface
-    more than ``gap`` metres nearer (a back surface seen through a gap between the samples). Like
-    the camera, this samples the surface per pixel (per projected area) and sees every surface that
-    faces it, concave parts (under the belly, the small of the back) included.
+    nearest point, and a pixel's point is dropped where a neighbouring pixel (3 x 3) holds a
+    surface more than ``gap`` metres nearer (a back surface seen through a gap between the
+    samples). Like the camera, this samples the surface per pixel (per projected area) and sees
+    every surface that faces it, concave parts (under the belly, the small of the back) included.
 
     Until 2026-12-08 this was open3d's hidden-point removal, which against this z-buffer dropped
     17-31 % of the visible surface at concave parts and kept 4-8 % hidden points
@@ -183,9 +183,10 @@ def dfaust_window_record(seq: DFaustSequence, rng: np.random.Generator, *,
     A camera ``distance`` metres from the body's frame-0 centre (horizontally, at ``azimuth``
     radians about the vertical from the +z side, ``eye_height`` metres above the centre) sees the
     points its pixel grid sees (``dfaust_visible_rows``: one per pixel); depth noise sigma =
-    noise_k * z^2 is added along the viewing ray; the tracker's filtering is applied. Ground truth: ``corr_points``
-    body points (the same rows in every frame) as correspondences and surface samples; occupancy
-    when the sequence has points_seq/. Everything in the camera's optical frame, metres.
+    noise_k * z^2 is added along the viewing ray; the tracker's filtering is applied. Ground
+    truth: ``corr_points`` body points (the same rows in every frame) as correspondences and
+    surface samples; occupancy when the sequence has points_seq/. Everything in the camera's
+    optical frame, metres.
     ``meta['normalization']`` records frame 0's file normalisation in that frame, for the paper's
     metrics.
     """

@@ -62,10 +62,10 @@ class WindowSampling:
 
 def drop_band(points: np.ndarray, rng: np.random.Generator, width=(0.04, 0.12),
               keep: float = 0.5) -> np.ndarray:
-    """The points (N, 3) of a camera's optical frame (z along the view) less a straight band across
-    the image: the points within ``width`` (metres, drawn uniformly) of a line in the x-y plane at a
-    random angle through a random point; the input itself where that would leave fewer than
-    ``keep`` of them."""
+    """The points (N, 3) of a camera's optical frame (z along the view) less a straight band
+    across the image: the points within ``width`` (metres, drawn uniformly) of a line in the x-y
+    plane at a random angle through a random point; the input itself where that would leave fewer
+    than ``keep`` of them."""
     angle = rng.uniform(0.0, np.pi)
     across = np.array([np.cos(angle), np.sin(angle)])
     offset = points[:, :2] @ across

@@ -35,8 +35,9 @@ assembled block by block and solved exactly by a banded Cholesky factorisation, 
 reverse Cuthill-McKee order once per graph so the band is narrow. Before the per-node steps a rigid
 stage solves the same data term for one motion of the whole graph: its step is bounded by ``max_rotation`` (rad) and
 ``max_translation`` per frame, and it is kept only when it explains the frame better than the state
-it started from, so no single frame can turn the mesh away. It runs only on a frame that the start explains
-worse than the last fit explained its own (by more than its margin): otherwise it could not gain.
+it started from, so no single frame can turn the mesh away. It runs only on a frame that the
+start explains worse than the last fit explained its own (by more than its margin): otherwise it
+could not gain.
 
 The data terms may hold a voxel subsample of the vertices (``fit_vertices``: their cost goes with
 the vertices they hold); the fit's node motions move every vertex. Momentum continues each node's
@@ -564,7 +565,8 @@ class DeformationGraph:
         self._before = (before, self._previous, self._warped, self._unseen_turn, self._fit_score)
         self._extrapolate(dt)
         self.last_rigid_accepted = False
-        self.last_rigid_ran = bool(self.rigid_iterations) and not self._start_explains(p, cam, pred)
+        self.last_rigid_ran = (bool(self.rigid_iterations)
+                               and not self._start_explains(p, cam, pred))
         if self.last_rigid_ran:
             bounds = (self.max_rotation if max_rotation is None else float(max_rotation),
                       self.max_translation if max_translation is None else float(max_translation))
