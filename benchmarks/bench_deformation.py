@@ -2,7 +2,7 @@
 and 1000 observed points (the tracking issue's target: at most 10 ms).
 
 Run:  . tools/env.sh && python benchmarks/bench_deformation.py [--windows 3] [--vertices 2000]
-      [--pair-every 1] [--min-decrease 0.01] [--coverage 0.3] [--fit-vertices 0]
+      [--pair-every 1] [--min-decrease 0.01] [--coverage 0.3] [--fit-vertices 0] [--rigid-gate G]
 
 A held-out synthetic person (seed 1001's human windows) is meshed exactly at the window's first
 frame (the shape's own mesh, decimated to ``--vertices``), put in the normalised space the tracker
@@ -57,6 +57,9 @@ def main() -> None:
                         help="the fit pairs with at most this many vertices (default 0: all)")
     parser.add_argument("--momentum", type=float, default=0.8,
                         help="each node continues this much of its last motion (default 0.8)")
+    parser.add_argument("--rigid-gate", type=float, default=None,
+                        help="skip the rigid stage where the start explains the frame within this "
+                             "of the last fit (default: the graph's, 0.05; 0: always run it)")
     args = parser.parse_args()
     from occflow_ros.model import limit_cpu_threads
 
@@ -66,6 +69,8 @@ def main() -> None:
         graph = DeformationGraph(v, f, pair_every=args.pair_every, min_decrease=args.min_decrease,
                                  coverage=args.coverage, fit_vertices=args.fit_vertices,
                                  momentum=args.momentum)
+        if args.rigid_gate is not None:
+            graph.rigid_gate = args.rigid_gate
         for p, dt in frames:
             p = p[:: max(1, -(-len(p) // args.points))]
             t0 = time.perf_counter()
